@@ -1,0 +1,1 @@
+"""What the producer and the workers share: settings, tables, the wire format, statistics."""

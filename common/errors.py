@@ -1,0 +1,50 @@
+"""The error tree: one base, a few named kinds, each saying what was wrong and where."""
+
+from __future__ import annotations
+
+
+class FleetError(Exception):
+    """Base of every error the fleet raises on purpose."""
+
+
+class ConfigError(FleetError):
+    """A setting or command-line option that cannot work."""
+
+
+class InputError(FleetError):
+    """One bad input record: the file, the line and the field it concerns."""
+
+    def __init__(self, path: str, line: int, message: str, field: str | None = None) -> None:
+        self.path = path
+        self.line = line
+        self.field = field
+        self.message = message
+        where = f"{path}:{line}" + (f": field '{field}'" if field else "")
+        super().__init__(f"{where}: {message}")
+
+
+class InvalidInputFile(FleetError):
+    """An input file with bad records; holds every error found (up to a limit)."""
+
+    def __init__(self, path: str, errors: list[InputError], total: int) -> None:
+        self.path = path
+        self.errors = errors
+        self.total = total
+        shown = "\n".join(f"  {error}" for error in errors)
+        more = f"\n  ... and {total - len(errors)} more" if total > len(errors) else ""
+        super().__init__(
+            f"{path}: {total} invalid record(s); nothing was enqueued "
+            f"(--skip-invalid enqueues the rest and records the rejects):\n{shown}{more}"
+        )
+
+
+class RunNotFound(FleetError):
+    """A run id (or ``latest``) that names no run in the database."""
+
+    def __init__(self, run_ref: str) -> None:
+        self.run_ref = run_ref
+        super().__init__(f"no run '{run_ref}' in the database")
+
+
+class MessageError(FleetError):
+    """A task message that does not decode into the wire format."""

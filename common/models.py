@@ -1,0 +1,161 @@
+"""The SQL schema: every input, every answer, every error, every slice state.
+
+SQL is the source of truth; Redis only carries work orders that point here.
+The unique keys are what make at-least-once delivery write each answer once:
+a Result is unique on (run, item, lane), a Slice on (run, lane, index).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Now, in UTC, timezone-aware (SQLModel stores and returns it as such)."""
+    return datetime.now(UTC)
+
+
+class RunStatus(StrEnum):
+    pending = "pending"
+    running = "running"
+    finalizing = "finalizing"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class SliceStatus(StrEnum):
+    pending = "pending"
+    running = "running"
+    done = "done"
+    cancelled = "cancelled"
+
+
+#: Slice states that still owe results.
+OPEN_SLICE_STATES = (SliceStatus.pending.value, SliceStatus.running.value)
+
+
+class Run(SQLModel, table=True):
+    """One job: its inputs, lanes, settings and status."""
+
+    id: str = Field(primary_key=True, max_length=32)
+    status: str = Field(default=RunStatus.pending.value, index=True, max_length=16)
+    input_path: str
+    engine: str = Field(max_length=32)
+    queue: str = Field(max_length=200)
+    #: Everything that decides the answers: template, generation and batching settings.
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    item_count: int = 0
+    rejected_count: int = 0
+    lane_count: int = 0
+    slice_count: int = 0
+    #: How many times finalize ran to completion: 1 on a healthy run, never more.
+    finalize_count: int = 0
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class Lane(SQLModel, table=True):
+    """One (model, permutation) pair of a run; every item runs once in every lane."""
+
+    __table_args__ = (UniqueConstraint("run_id", "index"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id", index=True, max_length=32)
+    index: int
+    model: str
+    permutation: str = Field(max_length=200)
+
+
+class Item(SQLModel, table=True):
+    """One input record as read: its position, ids, payload and rendered prompt."""
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "seq"),
+        Index("ix_item_run_custom_id", "run_id", "custom_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id", max_length=32)
+    #: 0-based position among the run's items; slices are ranges of it.
+    seq: int
+    custom_id: str
+    dataset: str = Field(default="default", max_length=200)
+    #: 1-based line of the source file, for error messages.
+    line_no: int
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    prompt: str | None = Field(default=None, sa_column=Column(Text))
+    reference: str | None = Field(default=None, sa_column=Column(Text))
+    #: Set when the record was rejected at enqueue (``--skip-invalid``).
+    reject_reason: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class Slice(SQLModel, table=True):
+    """A contiguous range of items in one lane: one Celery task, the unit of retry."""
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "lane_index", "index"),
+        Index("ix_slice_run_status", "run_id", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id", max_length=32)
+    lane_index: int
+    index: int
+    seq_start: int
+    #: Exclusive end of the range.
+    seq_end: int
+    status: str = Field(default=SliceStatus.pending.value, max_length=16)
+    attempts: int = 0
+    worker: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class Result(SQLModel, table=True):
+    """The answer (or error) of one item in one lane."""
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "item_id", "lane_index", name="uq_result_run_item_lane"),
+        Index("ix_result_run_lane", "run_id", "lane_index"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id", max_length=32)
+    item_id: int = Field(foreign_key="item.id")
+    lane_index: int
+    slice_id: int | None = Field(default=None, foreign_key="slice.id")
+    ok: bool
+    answer: str | None = Field(default=None, sa_column=Column(Text))
+    parsed: Any | None = Field(default=None, sa_column=Column(JSON))
+    score: float | None = None
+    #: Seconds from the batch's start to its answers: what this item waited on the engine.
+    latency_s: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    batch_size: int = 0
+    worker: str | None = None
+    gpu_group: str | None = None
+    attempts: int = 1
+    error_kind: str | None = Field(default=None, max_length=32)
+    error_message: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class RunStat(SQLModel, table=True):
+    """One figure of a finished run, e.g. (``overall``, ``latency_p95_s``, 0.41)."""
+
+    __table_args__ = (UniqueConstraint("run_id", "scope", "metric"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id", index=True, max_length=32)
+    #: ``overall``, ``worker:<name>`` or ``lane:<index>``.
+    scope: str = Field(max_length=300)
+    metric: str = Field(max_length=64)
+    value: float

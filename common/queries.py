@@ -1,0 +1,141 @@
+"""Every read: run lookup, progress, a slice's open items, export rows, statistics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from common.constants import LATEST
+from common.errors import RunNotFound
+from common.models import Item, Lane, Result, Run, RunStat, Slice, SliceStatus, utcnow
+from common.stats import Stat
+
+
+def resolve_run(session: Session, run_ref: str) -> Run:
+    """The run named by id, or the newest one for ``latest``."""
+    if run_ref == LATEST:
+        run = session.exec(select(Run).order_by(col(Run.created_at).desc()).limit(1)).first()
+    else:
+        run = session.get(Run, run_ref)
+    if run is None:
+        raise RunNotFound(run_ref)
+    return run
+
+
+def recent_runs(session: Session, *, limit: int = 20) -> list[Run]:
+    return list(session.exec(select(Run).order_by(col(Run.created_at).desc()).limit(limit)))
+
+
+def lanes_of(session: Session, *, run_id: str) -> list[Lane]:
+    return list(session.exec(select(Lane).where(Lane.run_id == run_id).order_by(Lane.index)))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run stands, read from SQL."""
+
+    status: str
+    expected: int
+    ok: int
+    failed: int
+    slices_done: int
+    slices_total: int
+    started_at: datetime | None
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.failed
+
+    @property
+    def elapsed_s(self) -> float:
+        if self.started_at is None:
+            return 0.0
+        return max((utcnow() - self.started_at).total_seconds(), 0.0)
+
+
+def progress(session: Session, *, run_id: str) -> Progress:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise RunNotFound(run_id)
+    by_outcome: dict[bool, int] = {
+        ok: count
+        for ok, count in session.execute(
+            select(Result.ok, func.count()).where(Result.run_id == run_id).group_by(Result.ok)
+        )
+    }
+    slices_done = session.execute(
+        select(func.count()).where(
+            Slice.run_id == run_id, Slice.status == SliceStatus.done.value
+        )
+    ).scalar_one()
+    return Progress(
+        status=run.status,
+        expected=run.item_count * run.lane_count,
+        ok=by_outcome.get(True, 0),
+        failed=by_outcome.get(False, 0),
+        slices_done=slices_done,
+        slices_total=run.slice_count,
+        started_at=run.started_at,
+    )
+
+
+def iter_results(
+    session: Session, *, run_id: str, chunk: int = 1000
+) -> Iterator[tuple[Item, int, Result | None]]:
+    """Every (item, lane index, result or None) of a run in input order, streamed."""
+    lanes = [lane.index for lane in lanes_of(session, run_id=run_id)]
+    last_seq = -1
+    while True:
+        items = list(
+            session.exec(
+                select(Item)
+                .where(Item.run_id == run_id, Item.seq > last_seq)
+                .order_by(col(Item.seq))
+                .limit(chunk)
+            )
+        )
+        if not items:
+            return
+        ids = [item.id for item in items]
+        results = {
+            (result.item_id, result.lane_index): result
+            for result in session.exec(
+                select(Result).where(Result.run_id == run_id, col(Result.item_id).in_(ids))
+            )
+        }
+        for item in items:
+            for lane in lanes:
+                yield item, lane, results.get((item.id or 0, lane))
+        last_seq = items[-1].seq
+
+
+def stored_stats(session: Session, *, run_id: str) -> list[Stat]:
+    rows = session.exec(
+        select(RunStat).where(RunStat.run_id == run_id).order_by(col(RunStat.id))
+    )
+    return [(row.scope, row.metric, row.value) for row in rows]
+
+
+def open_items(session: Session, *, slice_row: Slice) -> list[Item]:
+    """The slice's items that have no result in its lane yet, in input order."""
+    answered = select(Result.id).where(
+        Result.run_id == slice_row.run_id,
+        Result.item_id == Item.id,
+        Result.lane_index == slice_row.lane_index,
+    )
+    return list(
+        session.exec(
+            select(Item)
+            .where(
+                Item.run_id == slice_row.run_id,
+                Item.seq >= slice_row.seq_start,
+                Item.seq < slice_row.seq_end,
+                ~answered.exists(),
+            )
+            .order_by(col(Item.seq))
+        )
+    )

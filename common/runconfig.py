@@ -1,0 +1,39 @@
+"""What a run was asked to do, stored on the Run row and read back by the workers."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Generation(BaseModel):
+    """Generation settings, the same for every item of a run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_new_tokens: int = Field(default=64, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+
+
+class Batching(BaseModel):
+    """How a worker packs a slice's items into forward batches."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    batch_size: int = Field(default=16, ge=1)
+    max_batch_tokens: int = Field(default=32768, ge=1)
+
+
+class RunConfig(BaseModel):
+    """Everything that decides a run's answers; stored as ``Run.config``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    engine: str = "hf"
+    models: list[str]
+    template: str | None = None
+    generation: Generation = Generation()
+    batching: Batching = Batching()
+    slice_size: int = Field(default=64, ge=1)
+    dtype: str = "auto"

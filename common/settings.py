@@ -1,0 +1,118 @@
+"""One settings class for the whole fleet, read from ``FLEET_*`` environment variables.
+
+Built in entry points (the CLI command, the worker's app configuration) and passed
+down; never read from a module global.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.errors import ConfigError
+
+ENV_PREFIX = "FLEET_"
+
+#: Environment names under the prefix that belong to the test-suite, not to settings.
+_FOREIGN_PREFIXES = ("FLEET_TEST_",)
+
+_BROKER_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class Settings(BaseSettings):
+    """Every knob of the fleet. Misspelled ``FLEET_`` variables are an error, not ignored."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    #: Redis URL of the broker; unset means ``fleet run`` starts an embedded server.
+    broker_url: str | None = None
+    #: SQLAlchemy URL of the database; unset means SQLite under ``state_dir``.
+    database_url: str | None = None
+    #: Where the embedded broker, the SQLite database and run outputs live.
+    state_dir: Path = Path(".fleet")
+
+    #: Items per slice (one Celery task, the unit of retry).
+    slice_size: int = 64
+    #: Most prompts in one forward batch.
+    batch_size: int = 16
+    #: Most tokens in one batch, counting padded prompts plus new tokens.
+    max_batch_tokens: int = 32768
+    #: Tokens generated per prompt unless a run says otherwise.
+    max_new_tokens: int = 64
+
+    #: Hard time limit of one slice task, in seconds. The soft limit and the
+    #: broker's visibility timeout are derived from it so the three always agree.
+    slice_time_limit: int = 3600
+
+    #: Torch threads per worker process (unset: torch's own default).
+    torch_threads: int | None = None
+    #: Torch dtype for the ``hf`` engine: auto, float32, bfloat16, float16.
+    dtype: str = "auto"
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(_BROKER_SCHEMES):
+            raise ValueError(f"FLEET_BROKER_URL must start with one of {_BROKER_SCHEMES}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_driver(cls, value: str | None) -> str | None:
+        """Use psycopg 3 for PostgreSQL whatever spelling of the URL was given."""
+        if value is None:
+            return None
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    @field_validator("slice_size", "batch_size", "max_batch_tokens", "max_new_tokens")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("slice_time_limit")
+    @classmethod
+    def _long_enough(cls, value: int) -> int:
+        if value < 30:
+            raise ValueError("must be at least 30 seconds")
+        return value
+
+    @model_validator(mode="after")
+    def _no_unknown_variables(self) -> Settings:
+        known = {ENV_PREFIX + name.upper() for name in type(self).model_fields}
+        unknown = sorted(
+            name
+            for name in os.environ
+            if name.startswith(ENV_PREFIX)
+            and name not in known
+            and not name.startswith(_FOREIGN_PREFIXES)
+        )
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL, defaulting to SQLite under the state directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.state_dir / 'fleet.db').resolve()}"
+
+    @property
+    def slice_soft_time_limit(self) -> int:
+        """Raised inside the task a minute before the hard limit kills it."""
+        return max(self.slice_time_limit - 60, self.slice_time_limit * 9 // 10)
+
+    @property
+    def visibility_timeout(self) -> int:
+        """How long Redis hides an unacknowledged message: past the hard limit."""
+        return self.slice_time_limit + 300

@@ -1,0 +1,161 @@
+"""Run statistics, computed in SQL from the Result rows.
+
+Every figure is a recount of the rows, so the summary can never disagree with
+the results it describes. Percentiles use the nearest-rank method, which SQLite
+and PostgreSQL can both answer with ORDER BY ... OFFSET.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, Integer, cast, func
+from sqlmodel import Session, col, select
+
+from common.models import Result, Run
+
+#: One statistic: (scope, metric, value). Scopes: overall, lane:<i>, worker:<name>.
+Stat = tuple[str, str, float]
+
+
+def nearest_rank_offset(count: int, quantile: float) -> int:
+    """0-based position of the ``quantile`` value among ``count`` sorted values."""
+    if count < 1:
+        raise ValueError("no values")
+    if not 0.0 < quantile <= 1.0:
+        raise ValueError("quantile must be in (0, 1]")
+    return max(math.ceil(quantile * count), 1) - 1
+
+
+def ratio(part: float, whole: float) -> float:
+    return part / whole if whole else 0.0
+
+
+def run_statistics(session: Session, *, run_id: str) -> list[Stat]:
+    """Every figure of a run: overall, per lane and per worker."""
+    run = session.get(Run, run_id)
+    if run is None:
+        raise ValueError(f"no run {run_id}")
+    of_run = col(Result.run_id) == run_id
+    stats = _overall(session, run, of_run)
+    stats += _per_lane(session, of_run)
+    stats += _per_worker(session, of_run)
+    return stats
+
+
+def _overall(session: Session, run: Run, of_run: ColumnElement[bool]) -> list[Stat]:
+    count, ok, tokens_in, tokens_out, last = session.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(_as_int(col(Result.ok))), 0),
+            func.coalesce(func.sum(Result.tokens_in), 0),
+            func.coalesce(func.sum(Result.tokens_out), 0),
+            func.max(Result.created_at),
+        ).where(of_run)
+    ).one()
+    mean, p50, p95 = _latency(session, of_run & col(Result.ok))
+    wall = _seconds(run.started_at, last)
+    figures = {
+        "items": run.item_count,
+        "lanes": run.lane_count,
+        "expected_results": run.item_count * run.lane_count,
+        "results": count,
+        "results_ok": ok,
+        "results_failed": count - ok,
+        "rejected_items": run.rejected_count,
+        "success_rate": ratio(ok, count),
+        "latency_mean_s": mean,
+        "latency_p50_s": p50,
+        "latency_p95_s": p95,
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+        "wall_time_s": wall,
+        "tokens_per_s": ratio(tokens_out, wall),
+        "items_per_s": ratio(count, wall),
+    }
+    return [("overall", name, float(value)) for name, value in figures.items()]
+
+
+def _per_lane(session: Session, of_run: ColumnElement[bool]) -> list[Stat]:
+    rows = session.execute(
+        select(Result.lane_index, func.count(), func.sum(_as_int(col(Result.ok))))
+        .where(of_run)
+        .group_by(Result.lane_index)
+        .order_by(Result.lane_index)
+    ).all()
+    stats: list[Stat] = []
+    for lane, count, ok in rows:
+        scope = f"lane:{lane}"
+        stats += [
+            (scope, "results", float(count)),
+            (scope, "results_ok", float(ok)),
+            (scope, "results_failed", float(count - ok)),
+            (scope, "success_rate", ratio(ok, count)),
+        ]
+    return stats
+
+
+def _per_worker(session: Session, of_run: ColumnElement[bool]) -> list[Stat]:
+    """Seed 002's block per worker: processed, successes, errors, rate, mean time."""
+    rows = session.execute(
+        select(
+            Result.worker,
+            func.count(),
+            func.sum(_as_int(col(Result.ok))),
+            func.avg(Result.latency_s),
+        )
+        .where(of_run, col(Result.worker).is_not(None))
+        .group_by(Result.worker)
+        .order_by(Result.worker)
+    ).all()
+    stats: list[Stat] = []
+    for worker, count, ok, mean in rows:
+        scope = f"worker:{worker}"
+        stats += [
+            (scope, "processed", float(count)),
+            (scope, "successes", float(ok)),
+            (scope, "errors", float(count - ok)),
+            (scope, "success_rate", ratio(ok, count)),
+            (scope, "avg_inference_time_s", float(mean or 0.0)),
+        ]
+    return stats
+
+
+def _latency(session: Session, where: ColumnElement[bool]) -> tuple[float, float, float]:
+    count, mean = session.execute(
+        select(func.count(), func.avg(Result.latency_s)).where(where)
+    ).one()
+    if not count:
+        return 0.0, 0.0, 0.0
+
+    def at(quantile: float) -> float:
+        value = session.execute(
+            select(Result.latency_s)
+            .where(where)
+            .order_by(Result.latency_s)
+            .offset(nearest_rank_offset(count, quantile))
+            .limit(1)
+        ).scalar_one()
+        return float(value)
+
+    return float(mean), at(0.5), at(0.95)
+
+
+def _as_int(flag: ColumnElement[bool]) -> ColumnElement[int]:
+    """A boolean column as 0/1, for SUM on PostgreSQL as on SQLite."""
+    return cast(flag, Integer)
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float:
+    if start is None or end is None:
+        return 0.0
+    return max((end - start).total_seconds(), 0.0)
+
+
+def nest(stats: list[Stat]) -> dict[str, dict[str, float]]:
+    """Stats as ``{scope: {metric: value}}`` for JSON output."""
+    nested: dict[str, dict[str, float]] = {}
+    for scope, metric, value in stats:
+        nested.setdefault(scope, {})[metric] = value
+    return nested

@@ -1,0 +1,174 @@
+"""Every write to SQL. Keyword-only functions that take the session first.
+
+The caller owns the transaction (``common.db.session_scope``); each function here
+is one step of it. Writes are idempotent: results are upserted on their unique
+key, state changes are compare-and-set on the row's current state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, exists, insert, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col, select
+
+from common.models import (
+    OPEN_SLICE_STATES,
+    Item,
+    Lane,
+    Result,
+    Run,
+    RunStat,
+    RunStatus,
+    Slice,
+    SliceStatus,
+    utcnow,
+)
+
+#: Result columns a retry may overwrite; ``attempts`` is counted separately.
+_RESULT_UPDATABLE = (
+    "slice_id", "ok", "answer", "parsed", "score", "latency_s", "tokens_in", "tokens_out",
+    "batch_size", "worker", "gpu_group", "error_kind", "error_message", "created_at",
+)
+
+
+def insert_run(session: Session, *, run: Run, lanes: Sequence[Lane]) -> None:
+    session.add(run)
+    session.flush()  # the lanes' foreign key needs the run row first
+    session.add_all(lanes)
+    session.flush()
+
+
+def insert_items(session: Session, *, rows: Sequence[dict[str, Any]]) -> None:
+    """Bulk-insert item rows (dicts of Item columns) in one statement."""
+    if rows:
+        session.execute(insert(Item), list(rows))
+
+
+def insert_slices(session: Session, *, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(Slice), list(rows))
+
+
+def set_run_counts(
+    session: Session, *, run_id: str, item_count: int, rejected_count: int, slice_count: int
+) -> None:
+    session.execute(
+        update(Run)
+        .where(col(Run.id) == run_id)
+        .values(item_count=item_count, rejected_count=rejected_count, slice_count=slice_count)
+    )
+
+
+def claim_slice(session: Session, *, slice_id: int, worker: str) -> Slice | None:
+    """Mark a slice as running on ``worker``; None when it owes nothing any more."""
+    row = session.get(Slice, slice_id, with_for_update=True)
+    if row is None or row.status not in OPEN_SLICE_STATES:
+        return None
+    run_status = session.exec(select(Run.status).where(Run.id == row.run_id)).one()
+    if run_status not in (RunStatus.pending, RunStatus.running):
+        return None
+    now = utcnow()
+    row.status = SliceStatus.running.value
+    row.attempts += 1
+    row.worker = worker
+    row.started_at = now
+    session.execute(
+        update(Run)
+        .where(col(Run.id) == row.run_id, col(Run.status) == RunStatus.pending.value)
+        .values(status=RunStatus.running.value, started_at=now)
+    )
+    session.flush()
+    return row
+
+
+def save_results(session: Session, *, rows: Sequence[dict[str, Any]]) -> None:
+    """Upsert results on (run, item, lane). An ok answer is never overwritten."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert_fn(Result)
+    statement = statement.on_conflict_do_update(
+        index_elements=["run_id", "item_id", "lane_index"],
+        set_={
+            **{name: statement.excluded[name] for name in _RESULT_UPDATABLE},
+            "attempts": col(Result.attempts) + 1,
+        },
+        where=col(Result.ok).is_(False),
+    )
+    session.execute(statement, list(rows))
+
+
+def finish_slice(session: Session, *, slice_id: int) -> None:
+    session.execute(
+        update(Slice)
+        .where(col(Slice.id) == slice_id, col(Slice.status).in_(OPEN_SLICE_STATES))
+        .values(status=SliceStatus.done.value, finished_at=utcnow())
+    )
+
+
+def begin_finalize(session: Session, *, run_id: str) -> bool:
+    """Compare-and-set the run to ``finalizing`` once no slice is open. True for the winner.
+
+    Called after the slice's own transaction committed, so of two slices finishing
+    together at least the later one sees none open, and the row update lets only
+    one of them win.
+    """
+    open_slice = exists().where(
+        col(Slice.run_id) == run_id, col(Slice.status).in_(OPEN_SLICE_STATES)
+    )
+    outcome = session.execute(
+        update(Run)
+        .where(
+            col(Run.id) == run_id,
+            col(Run.status).in_([RunStatus.pending.value, RunStatus.running.value]),
+            ~open_slice,
+        )
+        .values(status=RunStatus.finalizing.value)
+    )
+    return bool(outcome.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def complete_run(
+    session: Session, *, run_id: str, stats: Sequence[tuple[str, str, float]]
+) -> bool:
+    """Store the statistics and mark the run completed, once. False if already done."""
+    outcome = session.execute(
+        update(Run)
+        .where(col(Run.id) == run_id, col(Run.status) == RunStatus.finalizing.value)
+        .values(
+            status=RunStatus.completed.value,
+            finished_at=utcnow(),
+            finalize_count=col(Run.finalize_count) + 1,
+        )
+    )
+    if outcome.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    session.execute(delete(RunStat).where(col(RunStat.run_id) == run_id))
+    session.execute(
+        insert(RunStat),
+        [
+            {"run_id": run_id, "scope": scope, "metric": metric, "value": value}
+            for scope, metric, value in stats
+        ],
+    )
+    return True
+
+
+def reopen_slices(session: Session, *, run_id: str) -> list[int]:
+    """Slices that still owe results, set back to pending for a new work order."""
+    ids = list(
+        session.exec(
+            select(Slice.id).where(
+                Slice.run_id == run_id, col(Slice.status).in_(OPEN_SLICE_STATES)
+            )
+        )
+    )
+    if ids:
+        session.execute(
+            update(Slice).where(col(Slice.id).in_(ids)).values(status=SliceStatus.pending.value)
+        )
+    return [slice_id for slice_id in ids if slice_id is not None]

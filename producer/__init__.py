@@ -1,0 +1,1 @@
+"""The producer side: the ``fleet`` CLI that reads, validates, slices, publishes and reports."""

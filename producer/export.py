@@ -1,0 +1,98 @@
+"""Results out of SQL: JSONL records in seed 002's output shape, and the run summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from common.db import session_scope
+from common.models import Item, Result, Run, RunStatus
+from common.queries import iter_results, lanes_of, resolve_run, stored_stats
+from common.stats import nest, run_statistics
+
+
+def record(item: Item, model: str, lane: int, result: Result | None) -> dict[str, Any]:
+    """One output line: the input's fields, then the answer and how it went."""
+    inference_time = result.latency_s if result else None
+    retrieval = item.payload.get("retrieval_time")
+    total_time = None
+    if inference_time is not None:
+        numeric = isinstance(retrieval, (int, float)) and not isinstance(retrieval, bool)
+        total_time = inference_time + (retrieval if numeric else 0.0)
+    return {
+        **item.payload,
+        "id": item.payload.get("id", item.custom_id),
+        "model": model,
+        "lane": lane,
+        "answer": result.answer if result else None,
+        "inference_time": inference_time,
+        "total_time": total_time,
+        "tokens_in": result.tokens_in if result else None,
+        "tokens_out": result.tokens_out if result else None,
+        "worker": result.worker if result else None,
+        "gpu_group": result.gpu_group if result else None,
+        "success": bool(result and result.ok),
+        "error_kind": result.error_kind if result else "pending",
+        "error": result.error_message if result else None,
+    }
+
+
+def write_jsonl(db: Engine, *, run_ref: str, path: Path) -> int:
+    """Write one record per item and lane, in input order; returns the count."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with session_scope(db) as session, path.open("w", encoding="utf-8") as out:
+        run = resolve_run(session, run_ref)
+        models = {lane.index: lane.model for lane in lanes_of(session, run_id=run.id)}
+        for item, lane, result in iter_results(session, run_id=run.id):
+            out.write(json.dumps(record(item, models[lane], lane, result), ensure_ascii=False))
+            out.write("\n")
+            count += 1
+    return count
+
+
+def summary(db: Engine, *, run_ref: str) -> dict[str, Any]:
+    """The run, its config and statistics; computed live when the run is not finished."""
+    with session_scope(db) as session:
+        run = resolve_run(session, run_ref)
+        stats = _statistics(session, run)
+        return {
+            "run": {
+                "id": run.id,
+                "status": run.status,
+                "input": run.input_path,
+                "engine": run.engine,
+                "created_at": _iso(run.created_at),
+                "started_at": _iso(run.started_at),
+                "finished_at": _iso(run.finished_at),
+                "finalize_count": run.finalize_count,
+                "statistics_final": run.status == RunStatus.completed,
+            },
+            "config": run.config,
+            "lanes": [
+                {"index": lane.index, "model": lane.model, "permutation": lane.permutation}
+                for lane in lanes_of(session, run_id=run.id)
+            ],
+            "statistics": nest(stats),
+        }
+
+
+def write_json(db: Engine, *, run_ref: str, path: Path) -> dict[str, Any]:
+    document = summary(db, run_ref=run_ref)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return document
+
+
+def _statistics(session: Session, run: Run) -> list[tuple[str, str, float]]:
+    if run.status == RunStatus.completed:
+        return stored_stats(session, run_id=run.id)
+    return run_statistics(session, run_id=run.id)
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None

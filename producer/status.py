@@ -1,0 +1,88 @@
+"""Live progress read from SQL: a rich progress bar, and the list of recent runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from sqlalchemy import Engine
+
+from common.db import session_scope
+from common.models import RunStatus
+from common.queries import Progress as RunProgress
+from common.queries import progress, recent_runs, resolve_run
+
+#: Run states after which nothing changes by itself.
+TERMINAL = (RunStatus.completed, RunStatus.failed, RunStatus.cancelled)
+
+
+def read_progress(db: Engine, run_ref: str) -> tuple[str, RunProgress]:
+    with session_scope(db) as session:
+        run = resolve_run(session, run_ref)
+        return run.id, progress(session, run_id=run.id)
+
+
+def describe(state: RunProgress) -> str:
+    rate = state.done / state.elapsed_s if state.elapsed_s else 0.0
+    return (
+        f"{state.status:<10} ok {state.ok}  failed {state.failed}  "
+        f"slices {state.slices_done}/{state.slices_total}  {rate:.1f}/s"
+    )
+
+
+def watch(
+    db: Engine,
+    run_ref: str,
+    *,
+    console: Console,
+    poll_s: float = 0.5,
+    check: Callable[[], None] | None = None,
+) -> RunProgress:
+    """Show a progress bar until the run reaches a terminal state; returns that state.
+
+    ``check`` is called on every poll and may raise to stop watching (``fleet run``
+    uses it to notice that its local workers died).
+    """
+    run_id, state = read_progress(db, run_ref)
+    columns = (
+        TextColumn(f"[bold]{run_id}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("run", total=state.expected, detail=describe(state))
+        while True:
+            bar.update(task, completed=state.done, total=state.expected, detail=describe(state))
+            if state.status in TERMINAL:
+                return state
+            if check is not None:
+                check()
+            time.sleep(poll_s)
+            _, state = read_progress(db, run_id)
+
+
+def runs_table(db: Engine, *, limit: int = 20) -> Table:
+    table = Table(title="recent runs")
+    for name in ("run", "status", "created (UTC)", "items", "lanes", "done", "failed"):
+        table.add_column(name)
+    with session_scope(db) as session:
+        for run in recent_runs(session, limit=limit):
+            state = progress(session, run_id=run.id)
+            table.add_row(
+                run.id, run.status, f"{run.created_at:%Y-%m-%d %H:%M:%S}", str(run.item_count),
+                str(run.lane_count), f"{state.done}/{state.expected}", str(state.failed),
+            )
+    return table

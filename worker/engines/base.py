@@ -1,0 +1,52 @@
+"""The engine contract: a batch of prompts in, one completion per prompt out.
+
+An engine knows nothing of Celery or SQL. The slice task hands it prompts and
+generation parameters; it returns completions in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """How to generate: the same for every prompt of a run."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One prompt's answer and what it cost."""
+
+    text: str
+    tokens_in: int
+    tokens_out: int
+
+
+class Engine(Protocol):
+    """Turns prompts into completions. Implementations: ``hf``, ``echo``."""
+
+    #: The engine's name as given on the command line (``hf``, ``echo``).
+    name: str
+
+    #: The longest prompt plus completion the model accepts, in tokens.
+    max_context: int
+
+    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
+        """The prompt length of each prompt, in the engine's own tokens."""
+        ...
+
+    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
+        """One completion per prompt, in order. Raises on a failure of the batch."""
+        ...

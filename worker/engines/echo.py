@@ -1,0 +1,68 @@
+"""The ``echo`` engine: no model. For tests and for measuring the fleet's own overhead.
+
+It answers with the last ``max_new_tokens`` words of the prompt. Its "model" string
+takes options, e.g. ``--model "delay=0.05,fail_marker=POISON"``:
+
+- ``delay``: seconds each batch takes (to stand in for a model's latency);
+- ``fail_marker``: a prompt containing it makes the batch raise (a poison item).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from common.errors import ConfigError
+from worker.engines.base import Completion, GenerationParams
+
+#: The context the echo engine claims, in whitespace-separated words.
+ECHO_CONTEXT = 1_000_000
+
+
+class PoisonItem(RuntimeError):
+    """Raised for a prompt carrying the configured fail marker."""
+
+
+@dataclass
+class EchoEngine:
+    name = "echo"
+    max_context = ECHO_CONTEXT
+
+    delay_s: float = 0.0
+    fail_marker: str | None = None
+
+    @classmethod
+    def from_spec(cls, spec: str) -> EchoEngine:
+        """Parse ``key=value,...``; an empty spec or ``echo`` means no options."""
+        options: dict[str, str] = {}
+        for part in spec.split(","):
+            part = part.strip()
+            if not part or part == "echo":
+                continue
+            key, sep, value = part.partition("=")
+            if not sep or key not in ("delay", "fail_marker"):
+                raise ConfigError(f"echo engine: unknown option {part!r} in model {spec!r}")
+            options[key] = value
+        try:
+            delay = float(options.get("delay", 0.0))
+        except ValueError as error:
+            raise ConfigError(f"echo engine: delay must be a number in {spec!r}") from error
+        return cls(delay_s=delay, fail_marker=options.get("fail_marker"))
+
+    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
+        return [len(prompt.split()) for prompt in prompts]
+
+    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.fail_marker:
+            for prompt in prompts:
+                if self.fail_marker in prompt:
+                    raise PoisonItem(f"prompt contains the fail marker {self.fail_marker!r}")
+        completions = []
+        for prompt in prompts:
+            words = prompt.split()
+            answer = words[-params.max_new_tokens :]
+            completions.append(Completion(" ".join(answer), len(words), len(answer)))
+        return completions

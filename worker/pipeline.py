@@ -1,0 +1,133 @@
+"""The slice pipeline: load the slice from SQL, batch, infer, store, maybe finalize.
+
+Each batch's results are written in one transaction, so a worker killed mid-slice
+leaves whole batches behind and a redelivered slice only runs what is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import select
+
+from common.db import session_scope
+from common.messages import SliceOrder
+from common.models import Item, Lane, Run
+from common.queries import open_items
+from common.runconfig import RunConfig
+from common.store import begin_finalize, claim_slice, finish_slice, save_results
+from worker.batching import plan_batches
+from worker.engines import Engine, GenerationParams
+from worker.inference import Outcome, generate_isolated
+from worker.runtime import WorkerRuntime
+
+#: ``Result.error_kind`` of a prompt that cannot fit the model's context.
+TOO_LONG = "too_long"
+
+
+@dataclass(frozen=True)
+class SliceOutcome:
+    """What the task must do next: enqueue finalize on ``queue`` or not."""
+
+    processed: int
+    finalize: bool
+    queue: str
+
+
+@dataclass(frozen=True)
+class _Work:
+    run: Run
+    lane: Lane
+    config: RunConfig
+    items: list[Item]
+
+
+def process_slice(runtime: WorkerRuntime, order: SliceOrder, *, worker: str) -> SliceOutcome:
+    """Run every open item of the slice; True in the outcome if this finished the run."""
+    work = _claim(runtime, order, worker)
+    if work is not None and work.items:
+        engine = runtime.engine_for(work.config.engine, work.lane.model, work.config.dtype)
+        _run_items(runtime, engine, work, order.slice_id, worker)
+    if work is not None:
+        with session_scope(runtime.db) as session:
+            finish_slice(session, slice_id=order.slice_id)
+    with session_scope(runtime.db) as session:
+        finalize = begin_finalize(session, run_id=order.run_id)
+        queue = session.exec(select(Run.queue).where(Run.id == order.run_id)).one()
+    return SliceOutcome(len(work.items) if work else 0, finalize, queue)
+
+
+def _claim(runtime: WorkerRuntime, order: SliceOrder, worker: str) -> _Work | None:
+    with session_scope(runtime.db) as session:
+        slice_row = claim_slice(session, slice_id=order.slice_id, worker=worker)
+        if slice_row is None:
+            return None
+        run = session.get(Run, order.run_id)
+        lane = session.exec(
+            select(Lane).where(Lane.run_id == order.run_id, Lane.index == slice_row.lane_index)
+        ).one()
+        assert run is not None
+        return _Work(run, lane, RunConfig.model_validate(run.config), open_items(session,
+                     slice_row=slice_row))
+
+
+def _run_items(
+    runtime: WorkerRuntime, engine: Engine, work: _Work, slice_id: int, worker: str
+) -> None:
+    generation = work.config.generation
+    params = GenerationParams(**generation.model_dump())
+    prompts = [item.prompt or "" for item in work.items]
+    lengths = engine.count_tokens(prompts)
+    fits = [length + params.max_new_tokens <= engine.max_context for length in lengths]
+    too_long = [index for index, ok in enumerate(fits) if not ok]
+    if too_long:
+        message = f"prompt plus max_new_tokens exceeds the model's {engine.max_context} tokens"
+        outcomes = [Outcome(None, 0.0, 0, TOO_LONG, message) for _ in too_long]
+        _store(runtime, work, slice_id, worker, too_long, outcomes, lengths)
+    runnable = [index for index, ok in enumerate(fits) if ok]
+    batches = plan_batches(
+        [lengths[index] for index in runnable],
+        batch_size=work.config.batching.batch_size,
+        max_batch_tokens=work.config.batching.max_batch_tokens,
+        max_new_tokens=params.max_new_tokens,
+    )
+    for batch in batches:
+        indexes = [runnable[position] for position in batch]
+        outcomes = generate_isolated(engine, [prompts[index] for index in indexes], params)
+        _store(runtime, work, slice_id, worker, indexes, outcomes, lengths)
+
+
+def _store(
+    runtime: WorkerRuntime,
+    work: _Work,
+    slice_id: int,
+    worker: str,
+    indexes: list[int],
+    outcomes: list[Outcome],
+    lengths: list[int],
+) -> None:
+    """One transaction per batch: its results, upserted."""
+    rows: list[dict[str, Any]] = []
+    for index, outcome in zip(indexes, outcomes, strict=True):
+        completion = outcome.completion
+        rows.append(
+            {
+                "run_id": work.run.id,
+                "item_id": work.items[index].id,
+                "lane_index": work.lane.index,
+                "slice_id": slice_id,
+                "ok": completion is not None,
+                "answer": completion.text if completion else None,
+                "latency_s": outcome.latency_s,
+                "tokens_in": completion.tokens_in if completion else lengths[index],
+                "tokens_out": completion.tokens_out if completion else 0,
+                "batch_size": outcome.batch_size,
+                "worker": worker,
+                "gpu_group": runtime.gpu_group,
+                "error_kind": outcome.error_kind,
+                "error_message": outcome.error_message,
+            }
+        )
+    with session_scope(runtime.db) as session:
+        save_results(session, rows=rows)

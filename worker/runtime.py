@@ -1,0 +1,71 @@
+"""What one worker process keeps between tasks: settings, database, the loaded model.
+
+Built lazily in the pool's child process (after the fork), so the parent never
+opens a database connection or initialises CUDA. The last model used stays loaded:
+a worker serving one model loads it once.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from dataclasses import dataclass, field
+
+from celery.signals import worker_process_init
+from sqlalchemy import Engine as Database
+
+from common.db import make_engine
+from common.settings import Settings
+from worker.engines import Engine, load_engine
+
+
+@dataclass
+class WorkerRuntime:
+    settings: Settings
+    db: Database
+    #: How many times this process loaded a model (a reload shows up here).
+    loads: int = 0
+    _engine_key: tuple[str, str, str] | None = field(default=None, repr=False)
+    _engine: Engine | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkerRuntime:
+        if settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
+        return cls(settings=settings, db=make_engine(settings.sqlalchemy_url))
+
+    @property
+    def gpu_group(self) -> str:
+        """The GPUs this process was pinned to, or ``cpu``."""
+        return os.environ.get("CUDA_VISIBLE_DEVICES") or "cpu"
+
+    def engine_for(self, name: str, model: str, dtype: str) -> Engine:
+        """The engine for ``model``, loading it only when it is not the one in hand."""
+        key = (name, model, dtype)
+        if self._engine is None or self._engine_key != key:
+            self._engine = None
+            gc.collect()
+            self._engine = load_engine(name, model, dtype=dtype)
+            self._engine_key = key
+            self.loads += 1
+        return self._engine
+
+
+_runtime: WorkerRuntime | None = None
+
+
+def current_runtime() -> WorkerRuntime:
+    """This process's runtime, built on first use from the environment."""
+    global _runtime
+    if _runtime is None:
+        _runtime = WorkerRuntime.from_settings(Settings())
+    return _runtime
+
+
+@worker_process_init.connect
+def _forget_parent_runtime(**_: object) -> None:
+    """A forked child must not share the parent's connections or model."""
+    global _runtime
+    _runtime = None

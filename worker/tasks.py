@@ -1,0 +1,45 @@
+"""The Celery tasks: thin wiring from a message to the pipeline and back to the broker."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+
+from common.constants import FINALIZE_TASK, SLICE_TASK
+from common.db import session_scope
+from common.messages import FinalizeOrder, SliceOrder
+from common.stats import run_statistics
+from common.store import complete_run
+from worker.app import app
+from worker.pipeline import process_slice
+from worker.runtime import current_runtime
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name=SLICE_TASK, bind=True)
+def run_slice(self: Task[Any, Any], run_id: str, slice_id: int) -> dict[str, Any]:
+    """Run one slice; the worker that finishes a run's last slice enqueues finalize."""
+    order = SliceOrder.decode([run_id, slice_id])
+    worker = self.request.hostname or "unknown"
+    outcome = process_slice(current_runtime(), order, worker=worker)
+    if outcome.finalize:
+        finalize.apply_async(args=FinalizeOrder(run_id).to_args(), queue=outcome.queue)
+        log.info("run %s: last slice done, finalize enqueued", run_id)
+    return {"run_id": run_id, "slice_id": slice_id, "processed": outcome.processed}
+
+
+@app.task(name=FINALIZE_TASK)
+def finalize(run_id: str) -> dict[str, Any]:
+    """Compute the run's statistics in SQL and mark it completed, once."""
+    order = FinalizeOrder.decode([run_id])
+    with session_scope(current_runtime().db) as session:
+        completed = complete_run(
+            session,
+            run_id=order.run_id,
+            stats=run_statistics(session, run_id=order.run_id),
+        )
+    log.info("run %s: finalize %s", run_id, "done" if completed else "skipped (already done)")
+    return {"run_id": run_id, "completed": completed}

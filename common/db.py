@@ -66,13 +66,14 @@ def create_tables(engine: Engine) -> None:
     """Create the tables that do not exist yet; safe to call from many processes."""
     with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY}
+            )
         SQLModel.metadata.create_all(connection)
 
 
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """One transaction: committed when the block ends, rolled back if it raises."""
-    with Session(engine, expire_on_commit=False) as session:
-        with session.begin():
-            yield session
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        yield session

@@ -31,7 +31,7 @@ def recent_runs(session: Session, *, limit: int = 20) -> list[Run]:
 
 
 def lanes_of(session: Session, *, run_id: str) -> list[Lane]:
-    return list(session.exec(select(Lane).where(Lane.run_id == run_id).order_by(Lane.index)))
+    return list(session.exec(select(Lane).where(Lane.run_id == run_id).order_by(col(Lane.index))))
 
 
 @dataclass(frozen=True)
@@ -64,13 +64,11 @@ def progress(session: Session, *, run_id: str) -> Progress:
     by_outcome: dict[bool, int] = {
         ok: count
         for ok, count in session.execute(
-            select(Result.ok, func.count()).where(Result.run_id == run_id).group_by(Result.ok)
+            select(Result.ok, func.count()).where(Result.run_id == run_id).group_by(col(Result.ok))
         )
     }
     slices_done = session.execute(
-        select(func.count()).where(
-            Slice.run_id == run_id, Slice.status == SliceStatus.done.value
-        )
+        select(func.count()).where(Slice.run_id == run_id, Slice.status == SliceStatus.done.value)
     ).scalar_one()
     return Progress(
         status=run.status,
@@ -114,9 +112,7 @@ def iter_results(
 
 
 def stored_stats(session: Session, *, run_id: str) -> list[Stat]:
-    rows = session.exec(
-        select(RunStat).where(RunStat.run_id == run_id).order_by(col(RunStat.id))
-    )
+    rows = session.exec(select(RunStat).where(RunStat.run_id == run_id).order_by(col(RunStat.id)))
     return [(row.scope, row.metric, row.value) for row in rows]
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, cast, func
-from sqlmodel import Session, col, select
+from sqlalchemy import ColumnElement, Integer, cast, func, select
+from sqlmodel import Session, col
 
 from common.models import Result, Run
 
@@ -79,10 +80,10 @@ def _overall(session: Session, run: Run, of_run: ColumnElement[bool]) -> list[St
 
 def _per_lane(session: Session, of_run: ColumnElement[bool]) -> list[Stat]:
     rows = session.execute(
-        select(Result.lane_index, func.count(), func.sum(_as_int(col(Result.ok))))
+        select(col(Result.lane_index), func.count(), func.sum(_as_int(col(Result.ok))))
         .where(of_run)
-        .group_by(Result.lane_index)
-        .order_by(Result.lane_index)
+        .group_by(col(Result.lane_index))
+        .order_by(col(Result.lane_index))
     ).all()
     stats: list[Stat] = []
     for lane, count, ok in rows:
@@ -100,14 +101,14 @@ def _per_worker(session: Session, of_run: ColumnElement[bool]) -> list[Stat]:
     """Seed 002's block per worker: processed, successes, errors, rate, mean time."""
     rows = session.execute(
         select(
-            Result.worker,
+            col(Result.worker),
             func.count(),
             func.sum(_as_int(col(Result.ok))),
             func.avg(Result.latency_s),
         )
         .where(of_run, col(Result.worker).is_not(None))
-        .group_by(Result.worker)
-        .order_by(Result.worker)
+        .group_by(col(Result.worker))
+        .order_by(col(Result.worker))
     ).all()
     stats: list[Stat] = []
     for worker, count, ok, mean in rows:
@@ -131,9 +132,9 @@ def _latency(session: Session, where: ColumnElement[bool]) -> tuple[float, float
 
     def at(quantile: float) -> float:
         value = session.execute(
-            select(Result.latency_s)
+            select(col(Result.latency_s))
             .where(where)
-            .order_by(Result.latency_s)
+            .order_by(col(Result.latency_s))
             .offset(nearest_rank_offset(count, quantile))
             .limit(1)
         ).scalar_one()
@@ -142,7 +143,7 @@ def _latency(session: Session, where: ColumnElement[bool]) -> tuple[float, float
     return float(mean), at(0.5), at(0.95)
 
 
-def _as_int(flag: ColumnElement[bool]) -> ColumnElement[int]:
+def _as_int(flag: Any) -> ColumnElement[int]:
     """A boolean column as 0/1, for SUM on PostgreSQL as on SQLite."""
     return cast(flag, Integer)
 

@@ -29,8 +29,20 @@ from common.models import (
 
 #: Result columns a retry may overwrite; ``attempts`` is counted separately.
 _RESULT_UPDATABLE = (
-    "slice_id", "ok", "answer", "parsed", "score", "latency_s", "tokens_in", "tokens_out",
-    "batch_size", "worker", "gpu_group", "error_kind", "error_message", "created_at",
+    "slice_id",
+    "ok",
+    "answer",
+    "parsed",
+    "score",
+    "latency_s",
+    "tokens_in",
+    "tokens_out",
+    "batch_size",
+    "worker",
+    "gpu_group",
+    "error_kind",
+    "error_message",
+    "created_at",
 )
 
 
@@ -132,9 +144,7 @@ def begin_finalize(session: Session, *, run_id: str) -> bool:
     return bool(outcome.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def complete_run(
-    session: Session, *, run_id: str, stats: Sequence[tuple[str, str, float]]
-) -> bool:
+def complete_run(session: Session, *, run_id: str, stats: Sequence[tuple[str, str, float]]) -> bool:
     """Store the statistics and mark the run completed, once. False if already done."""
     outcome = session.execute(
         update(Run)
@@ -162,9 +172,7 @@ def reopen_slices(session: Session, *, run_id: str) -> list[int]:
     """Slices that still owe results, set back to pending for a new work order."""
     ids = list(
         session.exec(
-            select(Slice.id).where(
-                Slice.run_id == run_id, col(Slice.status).in_(OPEN_SLICE_STATES)
-            )
+            select(Slice.id).where(Slice.run_id == run_id, col(Slice.status).in_(OPEN_SLICE_STATES))
         )
     )
     if ids:

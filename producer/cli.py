@@ -152,15 +152,27 @@ def enqueue(
     if settings.broker_url is None:
         raise ConfigError("FLEET_BROKER_URL is not set (use `fleet run` for the embedded mode)")
     config = _run_config(
-        settings, engine=engine, models=model, template=template,
-        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-        batch_size=batch_size, max_batch_tokens=max_batch_tokens, slice_size=slice_size,
+        settings,
+        engine=engine,
+        models=model,
+        template=template,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
+        slice_size=slice_size,
         dtype=dtype,
     )
     db = make_engine(settings.sqlalchemy_url)
     enqueued = create_run(
-        db, input_path=input_path, config=config, queue=queue,
-        skip_invalid=skip_invalid, reference_field=reference_field,
+        db,
+        input_path=input_path,
+        config=config,
+        queue=queue,
+        skip_invalid=skip_invalid,
+        reference_field=reference_field,
     )
     publish_run(db, create_app(settings), run_id=enqueued.run_id)
     errors.print(
@@ -201,16 +213,31 @@ def run(
 
     settings = _settings()
     config = _run_config(
-        settings, engine=engine, models=model, template=template,
-        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-        batch_size=batch_size, max_batch_tokens=max_batch_tokens, slice_size=slice_size,
+        settings,
+        engine=engine,
+        models=model,
+        template=template,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
+        slice_size=slice_size,
         dtype=dtype,
     )
     spawn = local_workers if local_workers is not None else settings.broker_url is None
     outcome = run_job(
-        settings, input_path=input_path, config=config, workers=workers, spawn_workers=spawn,
-        output_dir=output, queue=queue, skip_invalid=skip_invalid,
-        reference_field=reference_field, console=console,
+        settings,
+        input_path=input_path,
+        config=config,
+        workers=workers,
+        spawn_workers=spawn,
+        output_dir=output,
+        queue=queue,
+        skip_invalid=skip_invalid,
+        reference_field=reference_field,
+        console=console,
     )
     _print_summary(outcome.summary)
     console.print(f"results: {outcome.jsonl} ({outcome.records} records)")
@@ -221,15 +248,25 @@ def run(
 
 def _print_summary(path: Path) -> None:
     overall = json.loads(path.read_text())["statistics"].get("overall", {})
-    shown = ("results", "results_ok", "results_failed", "success_rate", "latency_mean_s",
-             "latency_p95_s", "tokens_per_s", "items_per_s", "wall_time_s")
+    shown = (
+        "results",
+        "results_ok",
+        "results_failed",
+        "success_rate",
+        "latency_mean_s",
+        "latency_p95_s",
+        "tokens_per_s",
+        "items_per_s",
+        "wall_time_s",
+    )
     console.print("  ".join(f"{name}={overall.get(name, 0):.4g}" for name in shown))
 
 
 @app.command()
 def status(
-    run_ref: Annotated[str | None, typer.Argument(help="Run id or 'latest'; none lists runs.")]
-    = None,
+    run_ref: Annotated[
+        str | None, typer.Argument(help="Run id or 'latest'; none lists runs.")
+    ] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Follow until it ends.")] = False,
 ) -> None:
     """Show a run's progress (or, with no RUN, the recent runs)."""

@@ -81,15 +81,26 @@ class LocalWorkers:
             env.setdefault("OMP_NUM_THREADS", env["FLEET_TORCH_THREADS"])
             log = (self.log_dir / f"worker{index}.log").open("ab")
             command = [
-                *celery_command(), "-A", "worker", "worker", "--concurrency=1",
-                f"--hostname=local{index}@%h", "-Q", ",".join(self.queues),
-                "--loglevel=INFO", "--without-gossip", "--without-mingle",
+                *celery_command(),
+                "-A",
+                "worker",
+                "worker",
+                "--concurrency=1",
+                f"--hostname=local{index}@%h",
+                "-Q",
+                ",".join(self.queues),
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
             ]
             # A session of its own: Ctrl-C in the terminal reaches us, and we stop
             # the workers in order instead of them dying mid-batch.
             self.processes.append(
                 subprocess.Popen(
-                    command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                    command,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
             )

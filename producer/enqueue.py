@@ -87,15 +87,23 @@ def create_run(
         insert_slices(
             session,
             rows=[
-                {"run_id": run_id, "lane_index": lane, "index": index, "seq_start": start,
-                 "seq_end": end}
+                {
+                    "run_id": run_id,
+                    "lane_index": lane,
+                    "index": index,
+                    "seq_start": start,
+                    "seq_end": end,
+                }
                 for lane in range(len(config.models))
                 for index, (start, end) in enumerate(ranges)
             ],
         )
         slices = len(ranges) * len(config.models)
         set_run_counts(
-            session, run_id=run_id, item_count=count, rejected_count=error_total,
+            session,
+            run_id=run_id,
+            item_count=count,
+            rejected_count=error_total,
             slice_count=slices,
         )
     return Enqueued(run_id=run_id, items=count, rejected=error_total, slices=slices)
@@ -128,14 +136,26 @@ def _insert_records(
 def _item_row(run_id: str, seq: int, entry: InputRecord | Rejected) -> dict[str, Any]:
     if isinstance(entry, Rejected):
         return {
-            "run_id": run_id, "seq": seq, "custom_id": f"line-{entry.line_no}",
-            "line_no": entry.line_no, "payload": {"raw": entry.raw}, "prompt": None,
-            "reference": None, "reject_reason": str(entry.error), "dataset": "default",
+            "run_id": run_id,
+            "seq": seq,
+            "custom_id": f"line-{entry.line_no}",
+            "line_no": entry.line_no,
+            "payload": {"raw": entry.raw},
+            "prompt": None,
+            "reference": None,
+            "reject_reason": str(entry.error),
+            "dataset": "default",
         }
     return {
-        "run_id": run_id, "seq": seq, "custom_id": entry.custom_id, "line_no": entry.line_no,
-        "payload": entry.payload, "prompt": entry.prompt, "reference": entry.reference,
-        "reject_reason": None, "dataset": "default",
+        "run_id": run_id,
+        "seq": seq,
+        "custom_id": entry.custom_id,
+        "line_no": entry.line_no,
+        "payload": entry.payload,
+        "prompt": entry.prompt,
+        "reference": entry.reference,
+        "reject_reason": None,
+        "dataset": "default",
     }
 
 
@@ -149,8 +169,15 @@ def _fail_rejects(session: Session, run_id: str, lanes: int) -> None:
     save_results(
         session,
         rows=[
-            {"run_id": run_id, "item_id": item_id, "lane_index": lane, "ok": False,
-             "error_kind": INVALID_INPUT, "error_message": reason, "attempts": 0}
+            {
+                "run_id": run_id,
+                "item_id": item_id,
+                "lane_index": lane,
+                "ok": False,
+                "error_kind": INVALID_INPUT,
+                "error_message": reason,
+                "attempts": 0,
+            }
             for item_id, reason in rejects
             for lane in range(lanes)
         ],

@@ -19,10 +19,9 @@ def record(item: Item, model: str, lane: int, result: Result | None) -> dict[str
     """One output line: the input's fields, then the answer and how it went."""
     inference_time = result.latency_s if result else None
     retrieval = item.payload.get("retrieval_time")
-    total_time = None
-    if inference_time is not None:
-        numeric = isinstance(retrieval, (int, float)) and not isinstance(retrieval, bool)
-        total_time = inference_time + (retrieval if numeric else 0.0)
+    if isinstance(retrieval, bool) or not isinstance(retrieval, (int, float)):
+        retrieval = 0.0
+    total_time = None if inference_time is None else inference_time + retrieval
     return {
         **item.payload,
         "id": item.payload.get("id", item.custom_id),

@@ -72,13 +72,15 @@ class RecordReader:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
             raise self._fail(
-                line_no, f"not valid UTF-8 (byte {error.start}: {raw[error.start:error.start + 1]!r})"
+                line_no,
+                f"not valid UTF-8 (byte {error.start}: {raw[error.start : error.end]!r})",
             ) from error
         try:
             record = json.loads(text)
         except json.JSONDecodeError as error:
             hint = " (truncated last line?)" if not raw.endswith(b"\n") else ""
-            raise self._fail(line_no, f"not valid JSON: {error.msg} at column {error.colno}{hint}")
+            message = f"not valid JSON: {error.msg} at column {error.colno}{hint}"
+            raise self._fail(line_no, message) from None
         if not isinstance(record, dict):
             raise self._fail(line_no, f"expected a JSON object, got {type(record).__name__}")
         custom_id = self._custom_id(line_no, record)
@@ -108,7 +110,7 @@ class RecordReader:
                 return render(self.template, self.fields, record)
             except MissingField as missing:
                 raise self._fail(
-                    line_no, f"named by the template but missing", missing.field
+                    line_no, "named by the template but missing", missing.field
                 ) from None
         if "prompt" in record:
             if not isinstance(record["prompt"], str):

@@ -71,8 +71,12 @@ def run_job(
             )
             console.print(f"{workers} local worker(s); logs in {settings.state_dir / 'logs'}")
         enqueued = create_run(
-            db, input_path=input_path, config=config, queue=queue,
-            skip_invalid=skip_invalid, reference_field=reference_field,
+            db,
+            input_path=input_path,
+            config=config,
+            queue=queue,
+            skip_invalid=skip_invalid,
+            reference_field=reference_field,
         )
         publish_run(db, app, run_id=enqueued.run_id)
         console.print(

@@ -82,7 +82,12 @@ def runs_table(db: Engine, *, limit: int = 20) -> Table:
         for run in recent_runs(session, limit=limit):
             state = progress(session, run_id=run.id)
             table.add_row(
-                run.id, run.status, f"{run.created_at:%Y-%m-%d %H:%M:%S}", str(run.item_count),
-                str(run.lane_count), f"{state.done}/{state.expected}", str(state.failed),
+                run.id,
+                run.status,
+                f"{run.created_at:%Y-%m-%d %H:%M:%S}",
+                str(run.item_count),
+                str(run.lane_count),
+                f"{state.done}/{state.expected}",
+                str(state.failed),
             )
     return table

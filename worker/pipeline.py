@@ -68,8 +68,12 @@ def _claim(runtime: WorkerRuntime, order: SliceOrder, worker: str) -> _Work | No
             select(Lane).where(Lane.run_id == order.run_id, Lane.index == slice_row.lane_index)
         ).one()
         assert run is not None
-        return _Work(run, lane, RunConfig.model_validate(run.config), open_items(session,
-                     slice_row=slice_row))
+        return _Work(
+            run,
+            lane,
+            RunConfig.model_validate(run.config),
+            open_items(session, slice_row=slice_row),
+        )
 
 
 def _run_items(

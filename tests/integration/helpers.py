@@ -1,0 +1,46 @@
+"""Helpers shared by the integration tests: worker readiness, subprocess environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from celery import Celery
+
+
+def wait_for_workers(app: Celery, count: int, timeout_s: float = 90.0) -> list[str]:
+    """Block until ``count`` workers answer a ping; their names."""
+    deadline = time.monotonic() + timeout_s
+    names: list[str] = []
+    while time.monotonic() < deadline:
+        replies = app.control.ping(timeout=1.0) or []
+        names = sorted(name for reply in replies for name in reply)
+        if len(names) >= count:
+            return names
+    raise AssertionError(f"only {names} of {count} workers came up in {timeout_s}s")
+
+
+def fleet_env(tmp_path: Path, **settings: str) -> dict[str, str]:
+    """Environment for a ``fleet`` subprocess: ours, minus FLEET_*, plus ``settings``."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("FLEET_")}
+    env["FLEET_STATE_DIR"] = str(tmp_path / ".fleet")
+    env.update({f"FLEET_{name.upper()}": value for name, value in settings.items()})
+    return env
+
+
+def fleet(*args: str, env: dict[str, str], cwd: Path, timeout: float = 400) -> str:
+    """Run the ``fleet`` command line in a subprocess; its stdout, or a failed assertion."""
+    done = subprocess.run(
+        [sys.executable, "-m", "producer", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, f"fleet {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout

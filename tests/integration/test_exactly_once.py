@@ -1,0 +1,115 @@
+"""Exactly-once on a real database: finalize once under a race, redelivery does only what is missing."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, func
+from sqlmodel import select
+
+from common.db import make_engine, session_scope
+from common.messages import SliceOrder
+from common.models import Result, Run, Slice
+from common.runconfig import RunConfig
+from common.settings import Settings
+from common.store import begin_finalize, complete_run, finish_slice
+from producer.enqueue import create_run
+from worker.pipeline import process_slice
+from worker.runtime import WorkerRuntime
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
+    else:
+        engine = make_engine(request.getfixturevalue("postgres_url"))
+    yield engine
+    engine.dispose()
+
+
+def make_run(db: Engine, tmp_path: Path, items: int = 20, slice_size: int = 5) -> str:
+    path = tmp_path / "in.jsonl"
+    path.write_text(
+        "".join(json.dumps({"id": i, "prompt": f"say {i} now"}) + "\n" for i in range(items))
+    )
+    config = RunConfig(engine="echo", models=["echo"], slice_size=slice_size)
+    return create_run(db, input_path=path, config=config, queue="fleet").run_id
+
+
+def test_finalize_wins_once_when_slices_finish_together(db: Engine, tmp_path: Path) -> None:
+    run_id = make_run(db, tmp_path)
+    with session_scope(db) as session:
+        slice_ids = list(session.exec(select(Slice.id).where(Slice.run_id == run_id)))
+    barrier = threading.Barrier(len(slice_ids))
+    winners: list[bool] = []
+
+    def finish(slice_id: int) -> None:
+        with session_scope(db) as session:
+            finish_slice(session, slice_id=slice_id)
+        barrier.wait()
+        with session_scope(db) as session:
+            winners.append(begin_finalize(session, run_id=run_id))
+
+    threads = [threading.Thread(target=finish, args=(slice_id,)) for slice_id in slice_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert winners.count(True) == 1
+
+    outcomes = []
+    for _ in range(3):
+        with session_scope(db) as session:
+            outcomes.append(complete_run(session, run_id=run_id, stats=[("overall", "x", 1.0)]))
+    assert outcomes == [True, False, False]
+    with session_scope(db) as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        assert (run.status, run.finalize_count) == ("completed", 1)
+
+
+def test_open_slices_block_finalize(db: Engine, tmp_path: Path) -> None:
+    run_id = make_run(db, tmp_path)
+    with session_scope(db) as session:
+        first = session.exec(select(Slice.id).where(Slice.run_id == run_id)).first()
+        assert first is not None
+        finish_slice(session, slice_id=first)
+    with session_scope(db) as session:
+        assert begin_finalize(session, run_id=run_id) is False
+
+
+def test_redelivered_slice_runs_only_what_is_missing(db: Engine, tmp_path: Path) -> None:
+    run_id = make_run(db, tmp_path, items=12, slice_size=12)
+    runtime = WorkerRuntime(settings=Settings(), db=db)
+    with session_scope(db) as session:
+        slice_row = session.exec(select(Slice).where(Slice.run_id == run_id)).one()
+        assert slice_row.id is not None
+        order = SliceOrder(run_id, slice_row.id)
+        # A worker died after storing part of the slice: drop half its results.
+    first = process_slice(runtime, order, worker="w1")
+    assert first.processed == 12
+    assert first.finalize is True
+    with session_scope(db) as session:
+        doomed = list(session.exec(select(Result).where(Result.run_id == run_id)))[6:]
+        for result in doomed:
+            session.delete(result)
+        session.get(Slice, order.slice_id).status = "running"  # type: ignore[union-attr]
+        session.get(Run, run_id).status = "running"  # type: ignore[union-attr]
+    again = process_slice(runtime, order, worker="w2")
+    assert again.processed == 6
+    with session_scope(db) as session:
+        rows, distinct = session.execute(
+            select(func.count(), func.count(func.distinct(Result.item_id))).where(
+                Result.run_id == run_id
+            )
+        ).one()
+        workers = set(session.exec(select(Result.worker).where(Result.run_id == run_id)))
+    assert rows == distinct == 12
+    assert workers == {"w1", "w2"}
+    # Delivered once more after completion: nothing to do, nothing written.
+    assert process_slice(runtime, order, worker="w3").processed == 0

@@ -26,7 +26,7 @@ class SliceOrder:
     def decode(cls, args: list[Any]) -> SliceOrder:
         try:
             run_id, slice_id = args
-            if not isinstance(run_id, str) or not isinstance(slice_id, int):
+            if not isinstance(run_id, str) or type(slice_id) is not int:
                 raise TypeError("expected [str, int]")
         except (TypeError, ValueError) as error:
             raise MessageError(f"bad slice order {args!r}: {error}") from error

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, Integer, cast, func, select
@@ -26,7 +27,8 @@ def nearest_rank_offset(count: int, quantile: float) -> int:
         raise ValueError("no values")
     if not 0.0 < quantile <= 1.0:
         raise ValueError("quantile must be in (0, 1]")
-    return max(math.ceil(quantile * count), 1) - 1
+    # Decimal, not float: 0.07 * 100 is 7.000000000000001 in binary floating point.
+    return max(math.ceil(Decimal(str(quantile)) * count), 1) - 1
 
 
 def ratio(part: float, whole: float) -> float:

@@ -68,17 +68,18 @@ class RecordReader:
         return InputError(str(self.path), line_no, message, field)
 
     def _record(self, line_no: int, raw: bytes) -> InputRecord:
+        # Only the last line of a file can lack its newline: a cut-off write.
+        hint = " (truncated last line?)" if not raw.endswith(b"\n") else ""
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
+            bad = raw[error.start : error.end]
             raise self._fail(
-                line_no,
-                f"not valid UTF-8 (byte {error.start}: {raw[error.start : error.end]!r})",
+                line_no, f"not valid UTF-8 (byte {error.start}: {bad!r}){hint}"
             ) from error
         try:
             record = json.loads(text)
         except json.JSONDecodeError as error:
-            hint = " (truncated last line?)" if not raw.endswith(b"\n") else ""
             message = f"not valid JSON: {error.msg} at column {error.colno}{hint}"
             raise self._fail(line_no, message) from None
         if not isinstance(record, dict):

@@ -1,4 +1,4 @@
-"""Exactly-once on a real database: finalize once under a race, redelivery does only what is missing."""
+"""Exactly-once on a real database: finalize once under a race; redelivery runs what is missing."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ takes options, e.g. ``--model "delay=0.05,fail_marker=POISON"``:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,8 +47,12 @@ class EchoEngine:
             options[key] = value
         try:
             delay = float(options.get("delay", 0.0))
-        except ValueError as error:
-            raise ConfigError(f"echo engine: delay must be a number in {spec!r}") from error
+        except ValueError:
+            delay = -1.0
+        if not math.isfinite(delay) or delay < 0:
+            raise ConfigError(
+                f"echo engine: delay must be a number of seconds, finite and >= 0, in {spec!r}"
+            )
         return cls(delay_s=delay, fail_marker=options.get("fail_marker"))
 
     def count_tokens(self, prompts: Sequence[str]) -> list[int]:

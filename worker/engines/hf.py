@@ -1,0 +1,150 @@
+"""The ``hf`` engine: batched generation with a HuggingFace transformers causal LM.
+
+Prompts are left-padded so every row of a batch ends at the same column and generation
+continues from there for all of them at once. Each completion is therefore cut at the
+padded prompt length, never at a row's own length (which would leak prompt text into
+the answers of every row shorter than the longest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from worker.engines.base import Completion, GenerationParams
+
+#: ``--dtype`` names accepted besides ``auto``.
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+# Tokenizers with no length limit report a huge sentinel (about 1e30) as model_max_length.
+_SANE_MAX_LENGTH = 10_000_000
+
+
+class HFEngine:
+    """A causal LM and its tokenizer on one device; build with :meth:`load`."""
+
+    name = "hf"
+
+    def __init__(self, model: Any, tokenizer: Any, device: torch.device) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.max_context = _max_context(model, tokenizer)
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        *,
+        dtype: str = "auto",
+        device: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> HFEngine:
+        """Load ``model`` (a local directory or hub id) onto ``device``, default cuda if seen.
+
+        ``dtype`` is ``auto`` (bfloat16 on a GPU that supports it, else float32), or one of
+        :data:`DTYPES`.
+        """
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        torch_dtype = _resolve_dtype(dtype, dev)
+        tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+        # Left padding: all rows of a batch then end where generation begins.
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        # Any: the auto class returns whichever architecture the checkpoint names.
+        lm: Any = AutoModelForCausalLM.from_pretrained(
+            model, dtype=torch_dtype, trust_remote_code=trust_remote_code
+        )
+        lm.to(dev)
+        lm.eval()
+        return cls(lm, tokenizer, dev)
+
+    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
+        """Each prompt's length in tokens, special tokens included exactly as generate adds them."""
+        if not prompts:
+            return []  # the tokenizer fails on an empty batch
+        encoded = self.tokenizer(list(prompts))
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
+        """Generate for the whole batch at once; one completion per prompt, in order."""
+        if not prompts:
+            return []
+        batch = self.tokenizer(list(prompts), return_tensors="pt", padding=True).to(self.device)
+        pad_id = self.tokenizer.pad_token_id
+        options: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "pad_token_id": pad_id}
+        if params.greedy:
+            options["do_sample"] = False
+        else:
+            # top_k=0 switches off transformers' default top-k of 50: the run's parameters,
+            # not a library default, decide what is sampled.
+            options.update(
+                do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0
+            )
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+        with torch.inference_mode():
+            # generate derives position ids from the attention mask (its cumsum), so a
+            # left-padded row sees the same positions as it would alone.
+            output = self.model.generate(**batch, **options)
+
+        prompt_width = batch["input_ids"].shape[1]
+        new_tokens = output[:, prompt_width:].tolist()
+        prompt_lengths = batch["attention_mask"].sum(dim=1).tolist()
+        eos_ids = _eos_ids(self.model, self.tokenizer)
+        completions = []
+        for tokens, tokens_in in zip(new_tokens, prompt_lengths, strict=True):
+            tokens = _through_first_eos(tokens, eos_ids)
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            completions.append(
+                Completion(text=text, tokens_in=int(tokens_in), tokens_out=len(tokens))
+            )
+        return completions
+
+
+def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """The torch dtype for a ``--dtype`` name on ``device``."""
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected auto or one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _max_context(model: Any, tokenizer: Any) -> int:
+    """The model's context length: its position embeddings, else the tokenizer's limit."""
+    config = model.config.get_text_config()
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        return positions
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < _SANE_MAX_LENGTH:
+        return limit
+    raise ValueError("cannot tell the model's context length from its config or tokenizer")
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Every id that ends generation: the generation config's (one or a list), the tokenizer's."""
+    configured = model.generation_config.eos_token_id
+    ids = set(configured if isinstance(configured, list) else [configured])
+    ids.add(tokenizer.eos_token_id)
+    ids.discard(None)
+    return ids
+
+
+def _through_first_eos(tokens: list[int], eos_ids: set[int]) -> list[int]:
+    """``tokens`` up to and including the first end-of-sequence (what follows is padding)."""
+    for i, token in enumerate(tokens):
+        if token in eos_ids:
+            return tokens[: i + 1]
+    return tokens

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -21,6 +21,9 @@ from common.db import make_engine
 from common.errors import ConfigError, FleetError
 from common.runconfig import Batching, Generation, RunConfig
 from common.settings import Settings
+
+if TYPE_CHECKING:
+    from producer.runner import RunOutcome
 
 app = typer.Typer(
     name="fleet",
@@ -209,7 +212,7 @@ def run(
     ] = None,
 ) -> None:
     """Run INPUT end to end: embedded broker and SQLite unless configured, local workers."""
-    from producer.runner import run_job
+    from producer.runner import LocalFleet, run_job
 
     settings = _settings()
     config = _run_config(
@@ -227,18 +230,21 @@ def run(
         dtype=dtype,
     )
     spawn = local_workers if local_workers is not None else settings.broker_url is None
-    outcome = run_job(
-        settings,
-        input_path=input_path,
-        config=config,
-        workers=workers,
-        spawn_workers=spawn,
-        output_dir=output,
-        queue=queue,
-        skip_invalid=skip_invalid,
-        reference_field=reference_field,
-        console=console,
-    )
+    with LocalFleet(
+        settings, workers=workers, spawn_workers=spawn, queue=queue, console=console
+    ) as fleet:
+        outcome = run_job(
+            fleet,
+            input_path=input_path,
+            config=config,
+            output_dir=output,
+            skip_invalid=skip_invalid,
+            reference_field=reference_field,
+        )
+    _report(outcome)
+
+
+def _report(outcome: RunOutcome) -> None:
     _print_summary(outcome.summary)
     console.print(f"results: {outcome.jsonl} ({outcome.records} records)")
     console.print(f"summary: {outcome.summary}")
@@ -304,17 +310,34 @@ def export(
 
 
 @app.command()
-def resume(run_ref: RunRef = LATEST) -> None:
-    """Re-publish the work orders of every slice not done (after a crash or Ctrl-C)."""
+def resume(
+    run_ref: RunRef = LATEST,
+    workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 1,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Folder for results.jsonl/summary.json.")
+    ] = None,
+) -> None:
+    """Re-publish the work orders of every slice not done (after a crash or Ctrl-C).
+
+    With FLEET_BROKER_URL set, the fleet's workers take them. Without it (a run started
+    by `fleet run` on the embedded default), the embedded broker and local workers are
+    started again, the run is seen through, and its results are written.
+    """
     from producer.publish import resume_run
+    from producer.runner import LocalFleet, resume_job
     from worker.app import create_app
 
     settings = _settings()
-    if settings.broker_url is None:
-        raise ConfigError("FLEET_BROKER_URL is not set: resume needs the broker the workers use")
-    db = make_engine(settings.sqlalchemy_url)
-    run_id, sent = resume_run(db, create_app(settings), run_ref=run_ref)
-    errors.print(f"run {run_id}: {sent} work order(s) sent")
+    if settings.broker_url is not None:
+        db = make_engine(settings.sqlalchemy_url)
+        run_id, sent = resume_run(db, create_app(settings), run_ref=run_ref)
+        errors.print(f"run {run_id}: {sent} work order(s) sent")
+        return
+    with LocalFleet(
+        settings, workers=workers, spawn_workers=True, queue=DEFAULT_QUEUE, console=console
+    ) as fleet:
+        outcome = resume_job(fleet, run_ref=run_ref, output_dir=output)
+    _report(outcome)
 
 
 @app.command("demo-model")

@@ -21,7 +21,7 @@ from common.settings import Settings
 from producer.embedded import EmbeddedBroker, LocalWorkers
 from producer.enqueue import create_run
 from producer.export import write_json, write_jsonl
-from producer.publish import publish_run
+from producer.publish import publish_run, resume_run
 from producer.status import watch
 from worker.app import create_app
 
@@ -39,66 +39,104 @@ class RunOutcome:
     summary: Path
 
 
+class LocalFleet:
+    """Broker (embedded unless configured), database, Celery app and local workers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        workers: int,
+        spawn_workers: bool,
+        queue: str,
+        console: Console,
+    ) -> None:
+        self.settings = settings
+        self.workers = workers
+        self.spawn_workers = spawn_workers
+        self.queue = queue
+        self.console = console
+        self._stack = ExitStack()
+        self.local: LocalWorkers | None = None
+
+    def __enter__(self) -> LocalFleet:
+        settings, console = self.settings, self.console
+        with self._stack as stack:
+            if settings.broker_url is None:
+                url = stack.enter_context(EmbeddedBroker(settings.state_dir / "broker"))
+                settings = self.settings = settings.model_copy(update={"broker_url": url})
+                console.print(f"embedded broker at {url} (data in {settings.state_dir / 'broker'})")
+            self.db = make_engine(settings.sqlalchemy_url)
+            self.app = create_app(settings)
+            if self.spawn_workers:
+                self.local = stack.enter_context(
+                    LocalWorkers(
+                        self.workers,
+                        env=_worker_env(settings),
+                        log_dir=settings.state_dir / "logs",
+                        queues=[self.queue],
+                    )
+                )
+                console.print(
+                    f"{self.workers} local worker(s); logs in {settings.state_dir / 'logs'}"
+                )
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()
+
+    def finish(self, run_id: str, output_dir: Path | None) -> RunOutcome:
+        """Watch the run to its end, then write its results and summary."""
+        settings = self.settings
+
+        def check_workers() -> None:
+            if self.local is not None and self.local.alive() == 0:
+                raise WorkersGone(
+                    f"every local worker exited; see {settings.state_dir / 'logs'}; "
+                    f"the run can be resumed with: fleet resume {run_id}"
+                )
+
+        final = watch(self.db, run_id, console=self.console, check=check_workers)
+        out = output_dir or settings.state_dir / "runs" / run_id
+        jsonl = out / "results.jsonl"
+        summary = out / "summary.json"
+        records = write_jsonl(self.db, run_ref=run_id, path=jsonl)
+        write_json(self.db, run_ref=run_id, path=summary)
+        return RunOutcome(run_id, final.status, records, jsonl, summary)
+
+
 def run_job(
-    settings: Settings,
+    fleet: LocalFleet,
     *,
     input_path: Path,
     config: RunConfig,
-    workers: int,
-    spawn_workers: bool,
     output_dir: Path | None,
-    queue: str,
     skip_invalid: bool = False,
     reference_field: str | None = None,
-    console: Console,
 ) -> RunOutcome:
-    with ExitStack() as stack:
-        if settings.broker_url is None:
-            url = stack.enter_context(EmbeddedBroker(settings.state_dir / "broker"))
-            settings = settings.model_copy(update={"broker_url": url})
-            console.print(f"embedded broker at {url} (data in {settings.state_dir / 'broker'})")
-        db = make_engine(settings.sqlalchemy_url)
-        app = create_app(settings)
-        local: LocalWorkers | None = None
-        if spawn_workers:
-            local = stack.enter_context(
-                LocalWorkers(
-                    workers,
-                    env=_worker_env(settings),
-                    log_dir=settings.state_dir / "logs",
-                    queues=[queue],
-                )
-            )
-            console.print(f"{workers} local worker(s); logs in {settings.state_dir / 'logs'}")
-        enqueued = create_run(
-            db,
-            input_path=input_path,
-            config=config,
-            queue=queue,
-            skip_invalid=skip_invalid,
-            reference_field=reference_field,
-        )
-        publish_run(db, app, run_id=enqueued.run_id)
-        console.print(
-            f"run {enqueued.run_id}: {enqueued.items} items ({enqueued.rejected} rejected), "
-            f"{enqueued.slices} slices"
-        )
+    """Create the run, publish its slices, and see it through."""
+    enqueued = create_run(
+        fleet.db,
+        input_path=input_path,
+        config=config,
+        queue=fleet.queue,
+        skip_invalid=skip_invalid,
+        reference_field=reference_field,
+    )
+    publish_run(fleet.db, fleet.app, run_id=enqueued.run_id)
+    fleet.console.print(
+        f"run {enqueued.run_id}: {enqueued.items} items ({enqueued.rejected} rejected), "
+        f"{enqueued.slices} slices"
+    )
+    return fleet.finish(enqueued.run_id, output_dir)
 
-        def check_workers() -> None:
-            if local is not None and local.alive() == 0:
-                raise WorkersGone(
-                    f"every local worker exited; see {settings.state_dir / 'logs'}; "
-                    f"the run can be resumed with: fleet resume {enqueued.run_id}"
-                )
 
-        final = watch(db, enqueued.run_id, console=console, check=check_workers)
-        out = output_dir or settings.state_dir / "runs" / enqueued.run_id
-        jsonl = out / "results.jsonl"
-        summary = out / "summary.json"
-        records = write_jsonl(db, run_ref=enqueued.run_id, path=jsonl)
-        write_json(db, run_ref=enqueued.run_id, path=summary)
-        return RunOutcome(enqueued.run_id, final.status, records, jsonl, summary)
-    raise AssertionError("unreachable")  # pragma: no cover  (ExitStack does not swallow)
+def resume_job(fleet: LocalFleet, *, run_ref: str, output_dir: Path | None) -> RunOutcome:
+    """Re-publish what a run still owes (from SQL) and see it through."""
+    run_id, sent = resume_run(fleet.db, fleet.app, run_ref=run_ref)
+    fleet.console.print(f"run {run_id}: {sent} work order(s) sent")
+    return fleet.finish(run_id, output_dir)
 
 
 def _worker_env(settings: Settings) -> dict[str, str]:

@@ -286,7 +286,10 @@ def status(
         watch_run(db, run_ref, console=console)
     else:
         run_id, state = read_progress(db, run_ref)
-        console.print(f"{run_id}  {state.done}/{state.expected}  {describe(state)}")
+        console.print(
+            f"{run_id}  {state.done}/{state.expected}  {describe(state)}  "
+            f"slices {state.slices_done}/{state.slices_total}"
+        )
 
 
 @app.command()

@@ -34,10 +34,7 @@ def read_progress(db: Engine, run_ref: str) -> tuple[str, RunProgress]:
 
 def describe(state: RunProgress) -> str:
     rate = state.done / state.elapsed_s if state.elapsed_s else 0.0
-    return (
-        f"{state.status:<10} ok {state.ok}  failed {state.failed}  "
-        f"slices {state.slices_done}/{state.slices_total}  {rate:.1f}/s"
-    )
+    return f"{state.status} ok {state.ok} failed {state.failed} {rate:.1f}/s"
 
 
 def watch(
@@ -56,7 +53,7 @@ def watch(
     run_id, state = read_progress(db, run_ref)
     columns = (
         TextColumn(f"[bold]{run_id}"),
-        BarColumn(),
+        BarColumn(bar_width=20),
         MofNCompleteColumn(),
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),

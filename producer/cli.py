@@ -6,7 +6,6 @@ it, and turns a FleetError into a clear message and exit code 2.
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -245,15 +244,14 @@ def run(
 
 
 def _report(outcome: RunOutcome) -> None:
-    _print_summary(outcome.summary)
+    _print_summary(outcome.overall)
     console.print(f"results: {outcome.jsonl} ({outcome.records} records)")
     console.print(f"summary: {outcome.summary}")
     if outcome.status != "completed":
         raise typer.Exit(1)
 
 
-def _print_summary(path: Path) -> None:
-    overall = json.loads(path.read_text())["statistics"].get("overall", {})
+def _print_summary(overall: dict[str, float]) -> None:
     shown = (
         "results",
         "results_ok",

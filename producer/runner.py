@@ -37,6 +37,8 @@ class RunOutcome:
     records: int
     jsonl: Path
     summary: Path
+    #: The ``overall`` statistics as written to ``summary``.
+    overall: dict[str, float]
 
 
 class LocalFleet:
@@ -102,8 +104,9 @@ class LocalFleet:
         jsonl = out / "results.jsonl"
         summary = out / "summary.json"
         records = write_jsonl(self.db, run_ref=run_id, path=jsonl)
-        write_json(self.db, run_ref=run_id, path=summary)
-        return RunOutcome(run_id, final.status, records, jsonl, summary)
+        document = write_json(self.db, run_ref=run_id, path=summary)
+        overall = document["statistics"].get("overall", {})
+        return RunOutcome(run_id, final.status, records, jsonl, summary, overall)
 
 
 def run_job(

@@ -1,0 +1,41 @@
+"""The ``fleet`` Typer app, its consoles and the entry point.
+
+Commands live in the sibling modules, one area each; they register themselves on
+``app`` when ``producer.cli`` imports them.
+"""
+
+from __future__ import annotations
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+
+from common.errors import ConfigError, FleetError
+from common.settings import Settings
+
+app = typer.Typer(
+    name="fleet",
+    help="Batch inference on Celery, Redis and SQL: enqueue, run, watch, export.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+
+def load_settings() -> Settings:
+    """The ``FLEET_*`` settings, or a ConfigError saying which one is wrong."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise ConfigError(f"bad FLEET_* setting: {error}") from error
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning FleetErrors into one clear message."""
+    try:
+        app()
+    except FleetError as error:
+        errors.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
+        raise SystemExit(2) from None

@@ -1,0 +1,140 @@
+"""The options that describe a job, declared once for every command that starts one.
+
+``fleet run`` and ``fleet enqueue`` take the same job options. They are the fields
+of ``JobOptions``; ``job_command`` gives a command those fields as its own Typer
+options and hands it one ``JobOptions``. To add a job option, add a field here and
+map it in ``run_config``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Annotated, Any, get_type_hints
+
+import typer
+
+from common.constants import DEFAULT_QUEUE
+from common.errors import ConfigError
+from common.runconfig import Batching, Generation, RunConfig
+from common.settings import Settings
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What a user can ask of a run on the command line (``None``: the setting's default)."""
+
+    model: Annotated[
+        list[str],
+        typer.Option("--model", "-m", help="Model path or hub id; repeat for more lanes."),
+    ]
+    engine: Annotated[str, typer.Option(help="Inference engine: hf or echo.")] = "hf"
+    template: Annotated[
+        str | None,
+        typer.Option(
+            help='Prompt template, e.g. "Context: {context}\\nQuestion: {query}\\nAnswer:".'
+        ),
+    ] = None
+    max_new_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Tokens to generate per item.")
+    ] = None
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 means greedy.")] = 0.0
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass.")] = 1.0
+    seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Most prompts per forward batch.")
+    ] = None
+    max_batch_tokens: Annotated[
+        int | None,
+        typer.Option(min=1, help="Most tokens per batch (padded prompts + new tokens)."),
+    ] = None
+    slice_size: Annotated[int | None, typer.Option(min=1, help="Items per slice (one task).")] = (
+        None
+    )
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16.")] = None
+    skip_invalid: Annotated[
+        bool,
+        typer.Option(help="Enqueue the valid records and record the rejects as failed items."),
+    ] = False
+    reference_field: Annotated[
+        str | None, typer.Option(help="Field holding the reference answer.")
+    ] = None
+    queue: Annotated[str, typer.Option(help="Broker queue the run's slices go to.")] = DEFAULT_QUEUE
+
+
+def job_command(command: Callable[..., None]) -> Callable[..., None]:
+    """Replace ``command``'s ``options: JobOptions`` parameter by the JobOptions fields.
+
+    Typer reads a command's signature and annotations; the wrapper shows it the
+    command's own parameters followed by every JobOptions field, and calls the
+    command with those fields gathered into one JobOptions.
+    """
+    own = inspect.signature(command, eval_str=True)
+    own_hints = get_type_hints(command, include_extras=True)
+    option_hints = get_type_hints(JobOptions, include_extras=True)
+    defaults = inspect.signature(JobOptions).parameters
+    names = [field.name for field in fields(JobOptions)]
+    params = [param for param in own.parameters.values() if param.name != "options"]
+    params += [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=defaults[name].default,
+            annotation=option_hints[name],
+        )
+        for name in names
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        options = JobOptions(**{name: kwargs.pop(name) for name in names})
+        command(options=options, **kwargs)
+
+    wrapper.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {
+        **{name: hint for name, hint in own_hints.items() if name != "options"},
+        **{name: option_hints[name] for name in names},
+    }
+    return wrapper
+
+
+def run_config(settings: Settings, options: JobOptions) -> RunConfig:
+    """The RunConfig a job's options ask for, defaults filled in from the settings."""
+    from worker.engines import ENGINES
+
+    if options.engine not in ENGINES:
+        raise ConfigError(f"unknown engine {options.engine!r}; known: {', '.join(ENGINES)}")
+    if not options.model:
+        raise ConfigError("give at least one --model")
+    return RunConfig(
+        engine=options.engine,
+        models=[_model_ref(options.engine, model) for model in options.model],
+        template=options.template,
+        generation=Generation(
+            max_new_tokens=options.max_new_tokens or settings.max_new_tokens,
+            temperature=options.temperature,
+            top_p=options.top_p,
+            seed=options.seed,
+        ),
+        batching=Batching(
+            batch_size=options.batch_size or settings.batch_size,
+            max_batch_tokens=options.max_batch_tokens or settings.max_batch_tokens,
+        ),
+        slice_size=options.slice_size or settings.slice_size,
+        dtype=options.dtype or settings.dtype,
+    )
+
+
+def _model_ref(engine: str, model: str) -> str:
+    """A local checkpoint becomes an absolute path, so workers anywhere find it."""
+    path = Path(model).expanduser()
+    if engine == "hf" and path.exists():
+        if not (path / "config.json").exists():
+            raise ConfigError(f"--model {model}: a folder without config.json is no checkpoint")
+        return str(path.resolve())
+    if engine == "hf" and (model.startswith((".", "/", "~")) or model.count("/") > 1):
+        raise ConfigError(f"--model {model}: no such checkpoint folder")
+    return model

@@ -1,0 +1,62 @@
+"""Commands that read a run back: ``status`` and ``export``."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from common.constants import LATEST
+from common.db import make_engine
+from producer.cli.app import app, console, errors, load_settings
+
+
+class ExportFormat(StrEnum):
+    jsonl = "jsonl"
+    json = "json"
+
+
+@app.command()
+def status(
+    run_ref: Annotated[
+        str | None, typer.Argument(help="Run id or 'latest'; none lists runs.")
+    ] = None,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Follow until it ends.")] = False,
+) -> None:
+    """Show a run's progress (or, with no RUN, the recent runs)."""
+    from producer.status import describe, read_progress, runs_table
+    from producer.status import watch as watch_run
+
+    db = make_engine(load_settings().sqlalchemy_url)
+    if run_ref is None:
+        console.print(runs_table(db))
+    elif watch:
+        watch_run(db, run_ref, console=console)
+    else:
+        run_id, state = read_progress(db, run_ref)
+        console.print(
+            f"{run_id}  {state.done}/{state.expected}  {describe(state)}  "
+            f"slices {state.slices_done}/{state.slices_total}"
+        )
+
+
+@app.command()
+def export(
+    run_ref: Annotated[str, typer.Argument(help="Run id, or 'latest'.")] = LATEST,
+    format: Annotated[ExportFormat, typer.Option("--format", "-f")] = ExportFormat.jsonl,
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")] = Path(
+        "results.jsonl"
+    ),
+) -> None:
+    """Write a run's results (jsonl, one per item and lane) or summary (json)."""
+    from producer.export import write_json, write_jsonl
+
+    db = make_engine(load_settings().sqlalchemy_url)
+    if format is ExportFormat.jsonl:
+        count = write_jsonl(db, run_ref=run_ref, path=output)
+        errors.print(f"{count} records written to {output}")
+    else:
+        write_json(db, run_ref=run_ref, path=output)
+        errors.print(f"summary written to {output}")

@@ -1,0 +1,23 @@
+"""Helper commands around a run: ``demo-model``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from producer.cli.app import app, console
+
+
+@app.command("demo-model")
+def demo_model(
+    target: Annotated[Path, typer.Argument(help="Folder to write the model into.")] = Path(
+        ".fleet/demo-model"
+    ),
+) -> None:
+    """Build a tiny real transformers model (random weights, local tokenizer), no download."""
+    from producer.demo_model import build_demo_model
+
+    path = build_demo_model(target)
+    console.print(f"demo model written to {path}")

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
+
+from common.constants import IDENTITY
+
+#: How the scores of an item's lanes combine into the item's score (``--aggregate``).
+Aggregate = Literal["any", "all", "majority", "mean"]
 
 
 class Generation(BaseModel):
@@ -37,3 +44,19 @@ class RunConfig(BaseModel):
     batching: Batching = Batching()
     slice_size: int = Field(default=64, ge=1)
     dtype: str = "auto"
+    #: Every model runs under every permutation: lanes = models x permutations.
+    permutations: list[str] = Field(default_factory=lambda: [IDENTITY])
+    #: Evaluation (see common/scoring.py and common/evaluation.py).
+    reference_field: str | None = None
+    scorer: str | None = None
+    aggregate: Aggregate = "any"
+    #: Dataset name -> input file (or ``run:<id>`` for a pipeline stage).
+    datasets: dict[str, str] = Field(default_factory=dict)
+    sample: int | None = Field(default=None, ge=1)
+    sample_seed: int = 0
+    #: The run whose results are this run's inputs (``--from-run``).
+    from_run: str | None = None
+
+    def lanes(self) -> list[tuple[str, str]]:
+        """(model, permutation) of each lane, in lane-index order."""
+        return [(model, perm) for model in self.models for perm in self.permutations]

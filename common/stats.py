@@ -15,9 +15,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, Integer, cast, func, select
 from sqlmodel import Session, col
 
+from common.evaluation import evaluation_statistics
 from common.models import Result, Run
 
-#: One statistic: (scope, metric, value). Scopes: overall, lane:<i>, worker:<name>.
+#: One statistic: (scope, metric, value). Scopes: overall, lane:<i>, worker:<name>, and
+#: for a scored run model:<name>, permutation:<spec>, dataset:<name>, batch:<i>.
 Stat = tuple[str, str, float]
 
 
@@ -36,7 +38,7 @@ def ratio(part: float, whole: float) -> float:
 
 
 def run_statistics(session: Session, *, run_id: str) -> list[Stat]:
-    """Every figure of a run: overall, per lane and per worker."""
+    """Every figure of a run: overall, per lane and per worker, and accuracy if scored."""
     run = session.get(Run, run_id)
     if run is None:
         raise ValueError(f"no run {run_id}")
@@ -44,6 +46,7 @@ def run_statistics(session: Session, *, run_id: str) -> list[Stat]:
     stats = _overall(session, run, of_run)
     stats += _per_lane(session, of_run)
     stats += _per_worker(session, of_run)
+    stats += evaluation_statistics(session, run=run)
     return stats
 
 

@@ -8,6 +8,7 @@ Publishing the work orders comes after the commit (``producer.publish``).
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,21 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from common.constants import IDENTITY
+from common import scoring
 from common.db import session_scope
-from common.errors import InputError, InvalidInputFile
+from common.errors import ConfigError, InputError, InvalidInputFile
 from common.models import Item, Lane, Run, utcnow
 from common.runconfig import RunConfig
 from common.store import insert_items, insert_run, insert_slices, save_results, set_run_counts
+from producer.datasets import (
+    DEFAULT_DATASET,
+    Dataset,
+    check_dataset_files,
+    check_lanes,
+    sample_stable,
+)
 from producer.inputs import InputRecord, RecordReader, Rejected
+from producer.pipelines import source_run_id, stage_reader
 from producer.slicing import cut
 
 #: Rows per bulk INSERT of items.
@@ -50,39 +59,52 @@ def new_run_id() -> str:
 def create_run(
     db: Engine,
     *,
-    input_path: Path,
+    input_path: Path | None = None,
     config: RunConfig,
     queue: str,
     skip_invalid: bool = False,
     reference_field: str | None = None,
 ) -> Enqueued:
-    """Validate ``input_path`` and create its run, items and slices in one transaction."""
-    reader = RecordReader(input_path, template=config.template, reference_field=reference_field)
+    """Validate every dataset and create the run, items and slices in one transaction.
+
+    The inputs are ``input_path`` (dataset ``default``), then ``config.datasets``, or
+    the results of ``config.from_run`` for a pipeline stage.
+    """
+    reference_field = reference_field or config.reference_field
+    datasets = open_datasets(
+        db, input_path=input_path, config=config, reference_field=reference_field
+    )
+    lanes = config.lanes()
     run_id = new_run_id()
     with session_scope(db) as session:
         insert_run(
             session,
             run=Run(
                 id=run_id,
-                input_path=str(input_path),
+                input_path=", ".join(dataset.source for dataset in datasets),
                 engine=config.engine,
                 queue=queue,
                 config=config.model_dump(mode="json"),
-                lane_count=len(config.models),
+                lane_count=len(lanes),
             ),
             lanes=[
-                Lane(run_id=run_id, index=index, model=model, permutation=IDENTITY)
-                for index, model in enumerate(config.models)
+                Lane(run_id=run_id, index=index, model=model, permutation=permutation)
+                for index, (model, permutation) in enumerate(lanes)
             ],
         )
-        count, errors, error_total = _insert_records(session, run_id, reader, skip_invalid)
-        if error_total and not skip_invalid:
-            raise InvalidInputFile(str(input_path), errors, error_total)
-        if count == 0:
-            raise InvalidInputFile(
-                str(input_path), [InputError(str(input_path), 0, "no records in the file")], 1
+        count = error_total = 0
+        for dataset in datasets:
+            added, errors, dataset_errors = _insert_records(
+                session, run_id, _entries(dataset, config), skip_invalid, count, dataset.name
             )
-        _fail_rejects(session, run_id, len(config.models))
+            if dataset_errors and not skip_invalid:
+                raise InvalidInputFile(dataset.source, errors, dataset_errors)
+            if added == 0:
+                message = "no records in the file" + (" after sampling" if config.sample else "")
+                raise InvalidInputFile(dataset.source, [InputError(dataset.source, 0, message)], 1)
+            count += added
+            error_total += dataset_errors
+        _fail_rejects(session, run_id, len(lanes))
         ranges = cut(count, config.slice_size)
         insert_slices(
             session,
@@ -94,11 +116,11 @@ def create_run(
                     "seq_start": start,
                     "seq_end": end,
                 }
-                for lane in range(len(config.models))
+                for lane in range(len(lanes))
                 for index, (start, end) in enumerate(ranges)
             ],
         )
-        slices = len(ranges) * len(config.models)
+        slices = len(ranges) * len(lanes)
         set_run_counts(
             session,
             run_id=run_id,
@@ -109,31 +131,78 @@ def create_run(
     return Enqueued(run_id=run_id, items=count, rejected=error_total, slices=slices)
 
 
+def open_datasets(
+    db: Engine, *, input_path: Path | None, config: RunConfig, reference_field: str | None
+) -> list[Dataset]:
+    """The run's named inputs; ConfigError when there are none or a name repeats."""
+    if config.scorer is not None:
+        scoring.parse(config.scorer)
+        if reference_field is None:
+            raise ConfigError(f"--scorer {config.scorer} needs --reference-field")
+
+    def reader(path: Path) -> RecordReader:
+        return RecordReader(path, template=config.template, reference_field=reference_field)
+
+    datasets: list[Dataset] = []
+    if config.from_run is not None:
+        run_id = source_run_id(db, config.from_run)
+        stage = stage_reader(
+            db, run_id=run_id, template=config.template, reference_field=reference_field
+        )
+        datasets.append(Dataset(DEFAULT_DATASET, str(stage.path), stage))
+    if input_path is not None:
+        datasets.append(Dataset(DEFAULT_DATASET, str(input_path), reader(input_path)))
+    check_dataset_files(config.datasets)
+    for name, path in config.datasets.items():
+        if any(dataset.name == name for dataset in datasets):
+            raise ConfigError(
+                f"dataset {name!r} is given twice (INPUT is named '{DEFAULT_DATASET}')"
+            )
+        datasets.append(Dataset(name, path, reader(Path(path))))
+    if not datasets:
+        raise ConfigError("no input: give INPUT, --dataset name=path or --from-run RUN")
+    return datasets
+
+
+def _entries(dataset: Dataset, config: RunConfig) -> Iterator[InputRecord | Rejected]:
+    entries: Iterable[InputRecord | Rejected] = dataset.reader
+    if config.sample is not None:
+        entries = sample_stable(entries, size=config.sample, seed=config.sample_seed)
+    return check_lanes(
+        entries, specs=config.permutations, template=config.template, path=dataset.source
+    )
+
+
 def _insert_records(
-    session: Session, run_id: str, reader: RecordReader, skip_invalid: bool
+    session: Session,
+    run_id: str,
+    entries: Iterable[InputRecord | Rejected],
+    skip_invalid: bool,
+    first_seq: int,
+    dataset: str,
 ) -> tuple[int, list[InputError], int]:
     """Stream the records into Item rows; returns (rows, errors shown, error count)."""
     buffer: list[dict[str, Any]] = []
     errors: list[InputError] = []
     error_total = 0
-    seq = 0
-    for entry in reader:
+    seq = first_seq
+    for entry in entries:
         if isinstance(entry, Rejected):
             error_total += 1
             if len(errors) < ERRORS_SHOWN:
                 errors.append(entry.error)
         if error_total and not skip_invalid:
             continue  # keep reading: the user gets every error of the file at once
-        buffer.append(_item_row(run_id, seq, entry))
+        buffer.append(_item_row(run_id, seq, entry, dataset))
         seq += 1
         if len(buffer) >= INSERT_CHUNK:
             insert_items(session, rows=buffer)
             buffer.clear()
     insert_items(session, rows=buffer)
-    return seq, errors, error_total
+    return seq - first_seq, errors, error_total
 
 
-def _item_row(run_id: str, seq: int, entry: InputRecord | Rejected) -> dict[str, Any]:
+def _item_row(run_id: str, seq: int, entry: InputRecord | Rejected, dataset: str) -> dict[str, Any]:
     if isinstance(entry, Rejected):
         return {
             "run_id": run_id,
@@ -144,7 +213,7 @@ def _item_row(run_id: str, seq: int, entry: InputRecord | Rejected) -> dict[str,
             "prompt": None,
             "reference": None,
             "reject_reason": str(entry.error),
-            "dataset": "default",
+            "dataset": dataset,
         }
     return {
         "run_id": run_id,
@@ -155,7 +224,7 @@ def _item_row(run_id: str, seq: int, entry: InputRecord | Rejected) -> dict[str,
         "prompt": entry.prompt,
         "reference": entry.reference,
         "reject_reason": None,
-        "dataset": "default",
+        "dataset": dataset,
     }
 
 

@@ -9,13 +9,17 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from common.constants import IDENTITY
 from common.db import session_scope
 from common.models import Item, Result, Run, RunStatus
 from common.queries import iter_results, lanes_of, resolve_run, stored_stats
 from common.stats import nest, run_statistics
+from producer.evaluation_summary import evaluation_blocks
 
 
-def record(item: Item, model: str, lane: int, result: Result | None) -> dict[str, Any]:
+def record(
+    item: Item, model: str, lane: int, result: Result | None, permutation: str = IDENTITY
+) -> dict[str, Any]:
     """One output line: the input's fields, then the answer and how it went."""
     inference_time = result.latency_s if result else None
     retrieval = item.payload.get("retrieval_time")
@@ -27,6 +31,7 @@ def record(item: Item, model: str, lane: int, result: Result | None) -> dict[str
         "id": item.payload.get("id", item.custom_id),
         "model": model,
         "lane": lane,
+        "permutation": permutation,
         "answer": result.answer if result else None,
         "inference_time": inference_time,
         "total_time": total_time,
@@ -37,6 +42,9 @@ def record(item: Item, model: str, lane: int, result: Result | None) -> dict[str
         "success": bool(result and result.ok),
         "error_kind": result.error_kind if result else "pending",
         "error": result.error_message if result else None,
+        "dataset": item.dataset,
+        "reference": item.reference,
+        "score": result.score if result else None,
     }
 
 
@@ -46,9 +54,11 @@ def write_jsonl(db: Engine, *, run_ref: str, path: Path) -> int:
     count = 0
     with session_scope(db) as session, path.open("w", encoding="utf-8") as out:
         run = resolve_run(session, run_ref)
-        models = {lane.index: lane.model for lane in lanes_of(session, run_id=run.id)}
-        for item, lane, result in iter_results(session, run_id=run.id):
-            out.write(json.dumps(record(item, models[lane], lane, result), ensure_ascii=False))
+        lanes = {lane.index: lane for lane in lanes_of(session, run_id=run.id)}
+        for item, index, result in iter_results(session, run_id=run.id):
+            lane = lanes[index]
+            line = record(item, lane.model, index, result, lane.permutation)
+            out.write(json.dumps(line, ensure_ascii=False))
             out.write("\n")
             count += 1
     return count
@@ -59,6 +69,7 @@ def summary(db: Engine, *, run_ref: str) -> dict[str, Any]:
     with session_scope(db) as session:
         run = resolve_run(session, run_ref)
         stats = _statistics(session, run)
+        lanes = lanes_of(session, run_id=run.id)
         return {
             "run": {
                 "id": run.id,
@@ -74,9 +85,10 @@ def summary(db: Engine, *, run_ref: str) -> dict[str, Any]:
             "config": run.config,
             "lanes": [
                 {"index": lane.index, "model": lane.model, "permutation": lane.permutation}
-                for lane in lanes_of(session, run_id=run.id)
+                for lane in lanes
             ],
             "statistics": nest(stats),
+            **evaluation_blocks(run, lanes, nest(stats)),
         }
 
 

@@ -8,7 +8,7 @@ Two record shapes are understood: seed 002's contexts records (``id``, ``query``
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,25 +44,38 @@ class RecordReader:
     """Turns the lines of one file into InputRecord or Rejected, in order."""
 
     def __init__(
-        self, path: Path, *, template: str | None = None, reference_field: str | None = None
+        self,
+        path: Path,
+        *,
+        template: str | None = None,
+        reference_field: str | None = None,
+        lines: Iterable[bytes] | None = None,
     ) -> None:
         self.path = path
+        #: Lines to read instead of the file (a pipeline stage's records); path names them.
+        self.lines = lines
         self.template = template
         self.fields = template_fields(template) if template else None
         self.reference_field = reference_field
         self._seen: dict[str, int] = {}
 
     def __iter__(self) -> Iterator[InputRecord | Rejected]:
+        if self.lines is not None:
+            yield from self._read(self.lines)
+            return
         with self.path.open("rb") as stream:
-            for line_no, raw in enumerate(stream, start=1):
-                if line_no == 1 and raw.startswith(_BOM):
-                    raw = raw[len(_BOM) :]
-                if not raw.strip():
-                    continue
-                try:
-                    yield self._record(line_no, raw)
-                except InputError as error:
-                    yield Rejected(line_no, raw[:2000].decode("utf-8", "replace"), error)
+            yield from self._read(stream)
+
+    def _read(self, stream: Iterable[bytes]) -> Iterator[InputRecord | Rejected]:
+        for line_no, raw in enumerate(stream, start=1):
+            if line_no == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM) :]
+            if not raw.strip():
+                continue
+            try:
+                yield self._record(line_no, raw)
+            except InputError as error:
+                yield Rejected(line_no, raw[:2000].decode("utf-8", "replace"), error)
 
     def _fail(self, line_no: int, message: str, field: str | None = None) -> InputError:
         return InputError(str(self.path), line_no, message, field)

@@ -112,7 +112,7 @@ class LocalFleet:
 def run_job(
     fleet: LocalFleet,
     *,
-    input_path: Path,
+    input_path: Path | None,
     config: RunConfig,
     output_dir: Path | None,
     skip_invalid: bool = False,

@@ -10,6 +10,7 @@ import json
 from string import Formatter
 from typing import Any
 
+from common.constants import CONTEXTS_TEMPLATE
 from common.errors import ConfigError
 
 
@@ -51,3 +52,16 @@ def render(template: str, fields: list[str], record: dict[str, Any]) -> str:
         value = record[field]
         values[field] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return template.format_map(values)
+
+
+def render_prompt(template: str | None, record: dict[str, Any]) -> str:
+    """A record's prompt by the input rules: the template, else ``prompt``, else contexts.
+
+    For records already validated at enqueue; a lane's permuted payload is rendered
+    with it. Raises MissingField (or KeyError) for a field the record lacks.
+    """
+    if template:
+        return render(template, template_fields(template), record)
+    if "prompt" in record:
+        return str(record["prompt"])
+    return render(CONTEXTS_TEMPLATE, ["context", "query"], record)

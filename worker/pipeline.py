@@ -20,6 +20,7 @@ from common.store import begin_finalize, claim_slice, finish_slice, save_results
 from worker.batching import plan_batches
 from worker.engines import Engine, GenerationParams
 from worker.inference import Outcome, generate_isolated
+from worker.lanes import answer_score, lane_prompts
 from worker.runtime import WorkerRuntime
 
 #: ``Result.error_kind`` of a prompt that cannot fit the model's context.
@@ -81,7 +82,7 @@ def _run_items(
 ) -> None:
     generation = work.config.generation
     params = GenerationParams(**generation.model_dump())
-    prompts = [item.prompt or "" for item in work.items]
+    prompts = lane_prompts(work.config, work.lane.permutation, work.items)
     lengths = engine.count_tokens(prompts)
     fits = [length + params.max_new_tokens <= engine.max_context for length in lengths]
     too_long = [index for index, ok in enumerate(fits) if not ok]
@@ -123,6 +124,12 @@ def _store(
                 "slice_id": slice_id,
                 "ok": completion is not None,
                 "answer": completion.text if completion else None,
+                "score": answer_score(
+                    work.config,
+                    work.lane.permutation,
+                    work.items[index],
+                    completion.text if completion else None,
+                ),
                 "latency_s": outcome.latency_s,
                 "tokens_in": completion.tokens_in if completion else lengths[index],
                 "tokens_out": completion.tokens_out if completion else 0,

@@ -17,7 +17,13 @@ if TYPE_CHECKING:
     from producer.runner import RunOutcome
 
 InputPath = Annotated[
-    Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="Input JSONL file.")
+    Path | None,
+    typer.Argument(
+        exists=True,
+        dir_okay=False,
+        readable=True,
+        help="Input JSONL file, or a run file (.toml/.yaml) holding the options.",
+    ),
 ]
 RunRef = Annotated[str, typer.Argument(help="Run id, or 'latest'.")]
 Workers = Annotated[int, typer.Option(min=1, help="Local worker processes.")]
@@ -28,7 +34,7 @@ Output = Annotated[
 
 @app.command()
 @job_command
-def enqueue(input_path: InputPath, *, options: JobOptions) -> None:
+def enqueue(input_path: InputPath = None, *, options: JobOptions) -> None:
     """Validate INPUT, store its run in SQL and publish one task per slice."""
     from producer.enqueue import create_run
     from producer.publish import publish_run
@@ -37,6 +43,7 @@ def enqueue(input_path: InputPath, *, options: JobOptions) -> None:
     settings = load_settings()
     if settings.broker_url is None:
         raise ConfigError("FLEET_BROKER_URL is not set (use `fleet run` for the embedded mode)")
+    input_path, options = _with_run_file(input_path, options)
     config = run_config(settings, options)
     db = make_engine(settings.sqlalchemy_url)
     enqueued = create_run(
@@ -58,7 +65,7 @@ def enqueue(input_path: InputPath, *, options: JobOptions) -> None:
 @app.command()
 @job_command
 def run(
-    input_path: InputPath,
+    input_path: InputPath = None,
     workers: Workers = 1,
     local_workers: Annotated[
         bool | None,
@@ -72,6 +79,7 @@ def run(
     from producer.runner import LocalFleet, run_job
 
     settings = load_settings()
+    input_path, options = _with_run_file(input_path, options)
     config = run_config(settings, options)
     spawn = local_workers if local_workers is not None else settings.broker_url is None
     with LocalFleet(
@@ -111,6 +119,16 @@ def resume(run_ref: RunRef = LATEST, workers: Workers = 1, output: Output = None
     ) as fleet:
         outcome = resume_job(fleet, run_ref=run_ref, output_dir=output)
     _report(outcome)
+
+
+def _with_run_file(input_path: Path | None, options: JobOptions) -> tuple[Path | None, JobOptions]:
+    """INPUT as given, or the run file's INPUT and options (the command line on top)."""
+    from producer.runfile import is_run_file, merge
+
+    if input_path is None or not is_run_file(input_path):
+        return input_path, options
+    options, file_input = merge(input_path, options)
+    return file_input, options
 
 
 def _report(outcome: RunOutcome) -> None:

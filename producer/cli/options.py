@@ -12,15 +12,20 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Annotated, Any, get_type_hints
 
 import typer
 
 from common.constants import DEFAULT_QUEUE
 from common.errors import ConfigError
+from common.permutations import expand
 from common.runconfig import Batching, Generation, RunConfig
 from common.settings import Settings
+from producer.checkpoints import model_refs
+from producer.datasets import dataset_map
+
+#: Values of ``--aggregate``.
+AGGREGATES = ("any", "all", "majority", "mean")
 
 
 @dataclass(frozen=True)
@@ -28,9 +33,14 @@ class JobOptions:
     """What a user can ask of a run on the command line (``None``: the setting's default)."""
 
     model: Annotated[
-        list[str],
-        typer.Option("--model", "-m", help="Model path or hub id; repeat for more lanes."),
-    ]
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model path or hub id; repeat (or a comma list, hf) for more lanes. A folder "
+            "without config.json means its latest step_*/checkpoint-* subfolder.",
+        ),
+    ] = None
     engine: Annotated[str, typer.Option(help="Inference engine: hf or echo.")] = "hf"
     template: Annotated[
         str | None,
@@ -63,6 +73,40 @@ class JobOptions:
         str | None, typer.Option(help="Field holding the reference answer.")
     ] = None
     queue: Annotated[str, typer.Option(help="Broker queue the run's slices go to.")] = DEFAULT_QUEUE
+    permutation: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Input permutation of the lanes: identity, cyclic-digits[@K], "
+            "shuffle-choices[@S] or module:function; repeat for more lanes."
+        ),
+    ] = None
+    permutations: Annotated[
+        int | None,
+        typer.Option(min=1, help="K lanes per model and --permutation kind: kind@0..kind@K-1."),
+    ] = None
+    dataset: Annotated[
+        list[str] | None,
+        typer.Option(help="name=path of an input file; repeat for more datasets."),
+    ] = None
+    scorer: Annotated[
+        str | None,
+        typer.Option(
+            help="exact, normalized, contains, regex:PATTERN, numeric, json-field:PATH or "
+            "module:function (needs --reference-field)."
+        ),
+    ] = None
+    aggregate: Annotated[
+        str | None,
+        typer.Option(help="How an item's lanes combine: any (default), all, majority or mean."),
+    ] = None
+    sample: Annotated[
+        int | None,
+        typer.Option(min=1, help="Keep N records per dataset (a stable subset under --seed)."),
+    ] = None
+    from_run: Annotated[
+        str | None,
+        typer.Option(help="Pipeline stage: the inputs are this completed run's answers."),
+    ] = None
 
 
 def job_command(command: Callable[..., None]) -> Callable[..., None]:
@@ -109,9 +153,13 @@ def run_config(settings: Settings, options: JobOptions) -> RunConfig:
         raise ConfigError(f"unknown engine {options.engine!r}; known: {', '.join(ENGINES)}")
     if not options.model:
         raise ConfigError("give at least one --model")
+    if options.aggregate not in (None, *AGGREGATES):
+        raise ConfigError(
+            f"--aggregate {options.aggregate!r}: expected one of {', '.join(AGGREGATES)}"
+        )
     return RunConfig(
         engine=options.engine,
-        models=[_model_ref(options.engine, model) for model in options.model],
+        models=model_refs(options.engine, options.model),
         template=options.template,
         generation=Generation(
             max_new_tokens=options.max_new_tokens or settings.max_new_tokens,
@@ -125,16 +173,12 @@ def run_config(settings: Settings, options: JobOptions) -> RunConfig:
         ),
         slice_size=options.slice_size or settings.slice_size,
         dtype=options.dtype or settings.dtype,
+        permutations=expand(options.permutation or [], options.permutations),
+        reference_field=options.reference_field,
+        scorer=options.scorer,
+        aggregate=options.aggregate or "any",
+        datasets=dataset_map(options.dataset or []),
+        sample=options.sample,
+        sample_seed=options.seed or 0,
+        from_run=options.from_run,
     )
-
-
-def _model_ref(engine: str, model: str) -> str:
-    """A local checkpoint becomes an absolute path, so workers anywhere find it."""
-    path = Path(model).expanduser()
-    if engine == "hf" and path.exists():
-        if not (path / "config.json").exists():
-            raise ConfigError(f"--model {model}: a folder without config.json is no checkpoint")
-        return str(path.resolve())
-    if engine == "hf" and (model.startswith((".", "/", "~")) or model.count("/") > 1):
-        raise ConfigError(f"--model {model}: no such checkpoint folder")
-    return model

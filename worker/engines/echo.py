@@ -4,12 +4,16 @@ It answers with the last ``max_new_tokens`` words of the prompt. Its "model" str
 takes options, e.g. ``--model "delay=0.05,fail_marker=POISON"``:
 
 - ``delay``: seconds each batch takes (to stand in for a model's latency);
-- ``fail_marker``: a prompt containing it makes the batch raise (a poison item).
+- ``fail_marker``: a prompt containing it makes the batch raise (a poison item);
+- ``answer_from``: a scripted answer: with ``answer_from=a`` the engine answers with
+  the word after ``a=`` in the prompt (empty if there is none), so tests can give each
+  "checkpoint" known right and wrong answers.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +36,7 @@ class EchoEngine:
 
     delay_s: float = 0.0
     fail_marker: str | None = None
+    answer_from: str | None = None
 
     @classmethod
     def from_spec(cls, spec: str) -> EchoEngine:
@@ -42,7 +47,7 @@ class EchoEngine:
             if not part or part == "echo":
                 continue
             key, sep, value = part.partition("=")
-            if not sep or key not in ("delay", "fail_marker"):
+            if not sep or key not in ("delay", "fail_marker", "answer_from"):
                 raise ConfigError(f"echo engine: unknown option {part!r} in model {spec!r}")
             options[key] = value
         try:
@@ -53,7 +58,11 @@ class EchoEngine:
             raise ConfigError(
                 f"echo engine: delay must be a number of seconds, finite and >= 0, in {spec!r}"
             )
-        return cls(delay_s=delay, fail_marker=options.get("fail_marker"))
+        return cls(
+            delay_s=delay,
+            fail_marker=options.get("fail_marker"),
+            answer_from=options.get("answer_from"),
+        )
 
     def count_tokens(self, prompts: Sequence[str]) -> list[int]:
         return [len(prompt.split()) for prompt in prompts]
@@ -65,9 +74,17 @@ class EchoEngine:
             for prompt in prompts:
                 if self.fail_marker in prompt:
                     raise PoisonItem(f"prompt contains the fail marker {self.fail_marker!r}")
+        if self.answer_from is not None:
+            return [self._scripted(prompt) for prompt in prompts]
         completions = []
         for prompt in prompts:
             words = prompt.split()
             answer = words[-params.max_new_tokens :]
             completions.append(Completion(" ".join(answer), len(words), len(answer)))
         return completions
+
+    def _scripted(self, prompt: str) -> Completion:
+        key = re.escape(self.answer_from or "")
+        found = re.search(rf"(?:^|\s){key}=(\S*)", prompt)
+        answer = found.group(1) if found else ""
+        return Completion(answer, len(prompt.split()), 1 if answer else 0)

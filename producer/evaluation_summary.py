@@ -1,0 +1,70 @@
+"""Seed 000's summary blocks, read from a run's statistics.
+
+Seed 000 wrote ``config``, ``batch_results`` (per batch: index, correct, total,
+accuracy, time) and ``overall_results`` (correct, total, accuracy, elapsed and end
+time). The fleet's summary keeps that shape (a batch is a slice index: the same
+items in every lane) and adds ``lane_results``, ``model_results``,
+``permutation_results`` and ``dataset_results``. Every figure comes from the
+per-item aggregation in SQL (common/evaluation.py); nothing is summed here.
+Accuracy figures are null for a run without a scorer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from common.models import Lane, Run
+
+
+def evaluation_blocks(
+    run: Run, lanes: Sequence[Lane], stats: dict[str, dict[str, float]]
+) -> dict[str, Any]:
+    """``batch_results``, ``overall_results`` and the per-scope blocks."""
+    overall = stats.get("overall", {})
+    batches = sorted(
+        (int(scope.split(":", 1)[1]), figures)
+        for scope, figures in stats.items()
+        if scope.startswith("batch:")
+    )
+    return {
+        "batch_results": [
+            {"batch_idx": index, **_accuracy(figures), "time_seconds": figures.get("time_seconds")}
+            for index, figures in batches
+        ],
+        "overall_results": {
+            **_accuracy(overall),
+            "aggregate": run.config.get("aggregate", "any"),
+            "elapsed_time": overall.get("wall_time_s"),
+            "end_time": run.finished_at.isoformat() if run.finished_at else None,
+        },
+        "lane_results": [
+            {
+                "index": lane.index,
+                "model": lane.model,
+                "permutation": lane.permutation,
+                **_accuracy(stats.get(f"lane:{lane.index}", {})),
+            }
+            for lane in lanes
+        ],
+        "model_results": _scoped(stats, "model:"),
+        "permutation_results": _scoped(stats, "permutation:"),
+        "dataset_results": _scoped(stats, "dataset:"),
+    }
+
+
+def _scoped(stats: dict[str, dict[str, float]], prefix: str) -> dict[str, dict[str, Any]]:
+    return {
+        scope[len(prefix) :]: _accuracy(figures)
+        for scope, figures in stats.items()
+        if scope.startswith(prefix)
+    }
+
+
+def _accuracy(figures: dict[str, float]) -> dict[str, Any]:
+    total = figures.get("total")
+    return {
+        "correct": figures.get("correct"),
+        "total": None if total is None else int(total),
+        "accuracy": figures.get("accuracy"),
+    }

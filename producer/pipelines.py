@@ -1,0 +1,87 @@
+"""Pipeline stages: a run whose inputs are another run's answers (seed 003's pipeline).
+
+``fleet enqueue --from-run RUN --template "...{answer}..."`` reads every successful
+result of a completed run as one input record: the item's own fields, then
+
+| field | what |
+| --- | --- |
+| ``id`` | the item's id; ``<id>@<lane>`` when the source run has several lanes |
+| ``source_id`` | the item's id in the source run |
+| ``answer`` | the source lane's answer |
+| ``lane``, ``model``, ``permutation`` | the source lane |
+| ``score`` | the source score (null when the source run was not scored) |
+| ``reference`` | the source item's reference (null if none) |
+| ``dataset`` | the source item's dataset |
+
+Failed results are not passed on: there is no answer to judge. The records go
+through the same validation as a file's lines; errors name ``run:<id>`` and the
+record's position.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from common.db import session_scope
+from common.errors import ConfigError
+from common.models import RunStatus
+from common.queries import iter_results, lanes_of, resolve_run
+from producer.inputs import RecordReader
+
+#: Prefix of a pipeline stage's source in messages and ``Run.input_path``.
+RUN_SOURCE = "run:"
+
+
+def source_run_id(db: Engine, run_ref: str) -> str:
+    """The id of a completed run; ConfigError when it is not finished."""
+    with session_scope(db) as session:
+        run = resolve_run(session, run_ref)
+        if run.status != RunStatus.completed:
+            raise ConfigError(
+                f"--from-run {run.id}: the run is {run.status}; a pipeline stage reads a "
+                "completed run"
+            )
+        return run.id
+
+
+def stage_reader(
+    db: Engine, *, run_id: str, template: str | None, reference_field: str | None
+) -> RecordReader:
+    """A RecordReader over the source run's answers (a stage needs its own template)."""
+    if not template:
+        raise ConfigError("--from-run needs a --template that uses the answer, e.g. {answer}")
+    return RecordReader(
+        Path(f"{RUN_SOURCE}{run_id}"),
+        template=template,
+        reference_field=reference_field,
+        # Read before the new run's write transaction opens (SQLite: one writer).
+        lines=list(stage_lines(db, run_id=run_id)),
+    )
+
+
+def stage_lines(db: Engine, *, run_id: str) -> Iterator[bytes]:
+    """One JSON line per successful result of the run, in input then lane order."""
+    with session_scope(db) as session:
+        lanes = {lane.index: lane for lane in lanes_of(session, run_id=run_id)}
+        several = len(lanes) > 1
+        for item, index, result in iter_results(session, run_id=run_id):
+            if result is None or not result.ok:
+                continue
+            lane = lanes[index]
+            record = {
+                **item.payload,
+                "id": f"{item.custom_id}@{index}" if several else item.custom_id,
+                "source_id": item.custom_id,
+                "answer": result.answer or "",
+                "lane": index,
+                "model": lane.model,
+                "permutation": lane.permutation,
+                "score": result.score,
+                "reference": item.reference,
+                "dataset": item.dataset,
+            }
+            yield json.dumps(record, ensure_ascii=False).encode() + b"\n"

@@ -1,0 +1,92 @@
+"""Run files: TOML and YAML read into the job options; the command line on top."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.errors import ConfigError
+from common.settings import Settings
+from producer.cli.options import JobOptions, run_config
+from producer.runfile import is_run_file, merge
+
+TOML = """
+engine = "echo"
+models = ["answer_from=a", "answer_from=b"]
+permutation = "cyclic-digits"
+permutations = 3
+template = "{puzzle} a={a} b={b}"
+reference-field = "solution"
+scorer = "exact"
+aggregate = "any"
+sample = 5
+seed = 11
+input = "data/in.jsonl"
+
+[datasets]
+extra = "extra.jsonl"
+"""
+
+YAML = """
+engine: echo
+model: answer_from=a
+scorer: numeric
+reference_field: answer
+datasets:
+  gsm8k: /abs/gsm8k.jsonl
+"""
+
+
+def test_toml_run_file(tmp_path: Path) -> None:
+    path = tmp_path / "eval.toml"
+    path.write_text(TOML)
+    options, input_path = merge(path, JobOptions())
+    assert input_path == tmp_path / "data" / "in.jsonl"
+    config = run_config(Settings(), options)
+    assert config.models == ["answer_from=a", "answer_from=b"]
+    assert config.permutations == ["cyclic-digits@0", "cyclic-digits@1", "cyclic-digits@2"]
+    assert config.lanes()[4] == ("answer_from=b", "cyclic-digits@1")
+    assert config.reference_field == "solution"
+    assert (config.scorer, config.sample, config.sample_seed) == ("exact", 5, 11)
+    assert config.datasets == {"extra": str(tmp_path / "extra.jsonl")}
+
+
+def test_yaml_run_file_and_command_line_override(tmp_path: Path) -> None:
+    path = tmp_path / "eval.yaml"
+    path.write_text(YAML)
+    options, input_path = merge(path, JobOptions(scorer="exact", slice_size=3))
+    assert input_path is None
+    config = run_config(Settings(), options)
+    assert config.scorer == "exact"  # the command line wins
+    assert config.slice_size == 3
+    assert config.models == ["answer_from=a"]  # a string is a list of one
+    assert config.datasets == {"gsm8k": "/abs/gsm8k.jsonl"}
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("bad.toml", "engine = ", "bad.toml: not valid TOML"),
+        ("bad.yaml", "engine: [", "bad.yaml: not valid YAML"),
+        ("list.yaml", "- a\n- b\n", "list.yaml: a run file is a table of options"),
+        ("key.toml", 'modle = "x"\n', "key.toml: unknown key 'modle'"),
+        ("type.toml", 'permutations = "three"\n', "type.toml: field 'permutations'"),
+        ("ds.toml", 'datasets = "x.jsonl"\n', "ds.toml: field 'datasets' must be a table"),
+        ("dsv.toml", "[datasets]\na = 3\n", "dsv.toml: field 'datasets.a' must be a non-empty"),
+    ],
+)
+def test_bad_run_files_name_file_and_field(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        merge(path, JobOptions())
+
+
+def test_only_toml_and_yaml_are_run_files() -> None:
+    assert is_run_file(Path("x.TOML"))
+    assert is_run_file(Path("x.yml"))
+    assert not is_run_file(Path("x.jsonl"))
+    assert not is_run_file(None)

@@ -12,6 +12,9 @@ result of a completed run as one input record: the item's own fields, then
 | ``score`` | the source score (null when the source run was not scored) |
 | ``reference`` | the source item's reference (null if none) |
 | ``dataset`` | the source item's dataset |
+| ``source_answer``, ``source_lane``, ``source_model`` | copies kept in the stage's export |
+
+(The stage's export writes its own ``answer``, ``lane`` and ``model`` over the source's.)
 
 Failed results are not passed on: there is no answer to judge. The records go
 through the same validation as a file's lines; errors name ``run:<id>`` and the
@@ -83,5 +86,8 @@ def stage_lines(db: Engine, *, run_id: str) -> Iterator[bytes]:
                 "score": result.score,
                 "reference": item.reference,
                 "dataset": item.dataset,
+                "source_answer": result.answer or "",
+                "source_lane": index,
+                "source_model": lane.model,
             }
             yield json.dumps(record, ensure_ascii=False).encode() + b"\n"

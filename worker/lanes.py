@@ -9,6 +9,7 @@ query). Nothing per lane is stored but the answer and its score.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 from common import permutations, scoring
 from common.constants import IDENTITY
@@ -21,7 +22,7 @@ def lane_prompt(config: RunConfig, permutation: str, item: Item) -> str:
     """The prompt ``item`` gets in a lane with ``permutation``."""
     if permutation == IDENTITY or item.reject_reason is not None:
         return item.prompt or ""
-    payload = permutations.parse(permutation).payload(item.payload)
+    payload = _permutation(permutation).payload(item.payload)
     return render_prompt(config.template, payload)
 
 
@@ -40,5 +41,15 @@ def answer_score(
         return None
     if answer is None:
         return 0.0
-    original = permutations.parse(permutation).inverse(answer, item.payload)
-    return scoring.parse(config.scorer)(original, item.reference)
+    original = _permutation(permutation).inverse(answer, item.payload)
+    return _scorer(config.scorer)(original, item.reference)
+
+
+@lru_cache(maxsize=64)
+def _permutation(spec: str) -> permutations.Permutation:
+    return permutations.parse(spec)
+
+
+@lru_cache(maxsize=64)
+def _scorer(spec: str) -> scoring.Scorer:
+    return scoring.parse(spec)

@@ -152,3 +152,7 @@ def _print_summary(overall: dict[str, float]) -> None:
         "wall_time_s",
     )
     console.print("  ".join(f"{name}={overall.get(name, 0):.4g}" for name in shown))
+    if "accuracy" in overall:  # a scored run: items right after --aggregate, of items scored
+        console.print(
+            f"accuracy={overall['accuracy']:.4g} ({overall['correct']:g} of {overall['total']:g})"
+        )

@@ -8,7 +8,8 @@ the file. Its keys are the long option names (``max_new_tokens`` or
 - ``datasets``: a table ``{name = "path"}`` (the ``--dataset`` options);
 - ``models``: an alias of ``model``.
 
-Relative paths are read from the run file's folder. An option given on the command
+Relative paths (``input``, datasets, and models written ``./x`` or ``../x``) are read
+from the run file's folder. An option given on the command
 line replaces the file's value when it differs from the option's default (a value
 typed equal to the default cannot be told from no value, so the file's stays). The
 effective options end up in the run's stored config (``Run.config``).
@@ -51,6 +52,9 @@ def load(path: Path) -> tuple[dict[str, Any], Path | None]:
             input_path = _path(base, _text(path, key, value))
         elif name == "dataset":
             values[name] = _datasets(path, key, value, base)
+        elif name == "model":
+            models = [value] if isinstance(value, str) else value
+            values[name] = _models(models, base) if isinstance(models, list) else models
         elif name in known:
             values[name] = [value] if name in _LIST_OPTIONS and isinstance(value, str) else value
         else:
@@ -100,6 +104,14 @@ def _datasets(path: Path, key: str, value: Any, base: Path) -> list[str]:
         raise ConfigError(f"{path}: field '{key}' must be a table of name = path")
     return [
         f"{name}={_path(base, _text(path, f'{key}.{name}', file))}" for name, file in value.items()
+    ]
+
+
+def _models(models: list[Any], base: Path) -> list[Any]:
+    """``./ckpt`` and ``../ckpt`` are read from the run file's folder; others as given."""
+    return [
+        str(base / model) if isinstance(model, str) and model.startswith(("./", "../")) else model
+        for model in models
     ]
 
 

@@ -55,7 +55,8 @@ def scored_run(db: Engine, tmp_path: Path, aggregate: str) -> str:
     )
     run_id = create_run(db, config=config, queue="q").run_id
     with session_scope(db) as session:
-        items = {item.custom_id: item.id for item in session.exec(select(Item))}
+        of_run = select(Item).where(Item.run_id == run_id)
+        items = {item.custom_id: item.id for item in session.exec(of_run)}
         save_results(
             session,
             rows=[

@@ -85,6 +85,13 @@ def test_bad_run_files_name_file_and_field(
         merge(path, JobOptions())
 
 
+def test_relative_checkpoints_are_read_from_the_run_file_folder(tmp_path: Path) -> None:
+    path = tmp_path / "eval.yaml"
+    path.write_text("model: [./ckpt, org/name]\n")
+    options, _ = merge(path, JobOptions())
+    assert options.model == [str(tmp_path / "ckpt"), "org/name"]
+
+
 def test_only_toml_and_yaml_are_run_files() -> None:
     assert is_run_file(Path("x.TOML"))
     assert is_run_file(Path("x.yml"))

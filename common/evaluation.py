@@ -61,16 +61,9 @@ def evaluation_statistics(session: Session, *, run: Run) -> list[Stat]:
     return stats
 
 
-def item_scores(
-    session: Session, *, run_id: str, aggregate: str, lanes: ColumnElement[bool] | None = None
-) -> dict[int, float]:
-    """Each scored item's combined score: ``{item id: score}`` (for tests and reports)."""
-    scores = _item_scores(run_id, aggregate, true() if lanes is None else lanes)
-    rows = session.execute(select(scores.c.item_id, scores.c.score)).all()
-    return {item_id: float(score) for item_id, score in rows}
-
-
-def _item_scores(run_id: str, aggregate: str, lanes: ColumnElement[bool]) -> Subquery:
+def _item_scores(
+    run_id: str, aggregate: str, lanes: ColumnElement[bool], *, with_batch: bool = False
+) -> Subquery:
     score = func.coalesce(col(Result.score), 0.0)
     combined: dict[str, Any] = {
         "any": func.max(score),
@@ -80,16 +73,24 @@ def _item_scores(run_id: str, aggregate: str, lanes: ColumnElement[bool]) -> Sub
             (func.sum(case((score >= RIGHT, 1), else_=0)) * 2 > func.count(), 1.0), else_=0.0
         ),
     }
-    return (
-        select(
-            col(Result.item_id).label("item_id"), cast(combined[aggregate], Float).label("score")
-        )
+    columns: list[Any] = [
+        col(Result.item_id).label("item_id"),
+        cast(combined[aggregate], Float).label("score"),
+    ]
+    if with_batch:
+        columns.append(func.min(col(Slice.index)).label("batch"))
+    query = (
+        select(*columns)
         .join(
             Lane,
             and_(col(Lane.run_id) == col(Result.run_id), col(Lane.index) == col(Result.lane_index)),
         )
         .join(Item, col(Item.id) == col(Result.item_id))
-        .where(col(Result.run_id) == run_id, col(Item.reference).is_not(None), lanes)
+    )
+    if with_batch:
+        query = query.outerjoin(Slice, col(Slice.id) == col(Result.slice_id))
+    return (
+        query.where(col(Result.run_id) == run_id, col(Item.reference).is_not(None), lanes)
         .group_by(col(Result.item_id))
         .subquery()
     )
@@ -120,20 +121,17 @@ def _per_dataset(session: Session, run_id: str, aggregate: str) -> list[Stat]:
 
 
 def _per_batch(session: Session, run_id: str, aggregate: str) -> list[Stat]:
-    """Seed 000's ``batch_results``: one block per slice index (its items, every lane)."""
-    scores = _item_scores(run_id, aggregate, true())
-    first_lane = and_(
-        col(Slice.run_id) == run_id,
-        col(Slice.lane_index) == 0,
-        col(Item.seq) >= col(Slice.seq_start),
-        col(Item.seq) < col(Slice.seq_end),
-    )
+    """Seed 000's ``batch_results``: one block per slice index (its items, every lane).
+
+    A result knows the slice that answered it (``Result.slice_id``); an item's lanes
+    share the slice index, since every lane is cut the same way.
+    """
+    scores = _item_scores(run_id, aggregate, true(), with_batch=True)
     rows = session.execute(
-        select(col(Slice.index), func.sum(scores.c.score), func.count())
-        .join(Item, col(Item.id) == scores.c.item_id)
-        .join(Slice, first_lane)
-        .group_by(col(Slice.index))
-        .order_by(col(Slice.index))
+        select(scores.c.batch, func.sum(scores.c.score), func.count())
+        .where(scores.c.batch.is_not(None))
+        .group_by(scores.c.batch)
+        .order_by(scores.c.batch)
     ).all()
     times = {
         index: _seconds(start, end)

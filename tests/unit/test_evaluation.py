@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
@@ -12,7 +13,7 @@ from sqlmodel import Session, select
 
 from common.db import make_engine, session_scope
 from common.evaluation import evaluation_statistics
-from common.models import Item, Run
+from common.models import Item, Run, Slice
 from common.runconfig import RunConfig
 from common.stats import nest
 from common.store import save_results
@@ -55,15 +56,17 @@ def scored_run(db: Engine, tmp_path: Path, aggregate: str) -> str:
     )
     run_id = create_run(db, config=config, queue="q").run_id
     with session_scope(db) as session:
-        of_run = select(Item).where(Item.run_id == run_id)
-        items = {item.custom_id: item.id for item in session.exec(of_run)}
+        items = {item.custom_id: item for item in session.exec(of_run(Item, run_id))}
+        slices = {(s.lane_index, s.seq_start): s.id for s in session.exec(of_run(Slice, run_id))}
         save_results(
             session,
             rows=[
                 {
                     "run_id": run_id,
-                    "item_id": items[custom_id],
+                    "item_id": items[custom_id].id,
                     "lane_index": lane,
+                    # slices of 2 items: the slice that answered the item in this lane
+                    "slice_id": slices[(lane, items[custom_id].seq // 2 * 2)],
                     "ok": score is not None,
                     "score": score,
                 }
@@ -72,6 +75,10 @@ def scored_run(db: Engine, tmp_path: Path, aggregate: str) -> str:
             ],
         )
     return run_id
+
+
+def of_run(table: Any, run_id: str) -> Any:
+    return select(table).where(table.run_id == run_id)
 
 
 def statistics(db: Engine, run_id: str) -> dict[str, dict[str, float]]:

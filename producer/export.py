@@ -14,6 +14,7 @@ from common.db import session_scope
 from common.models import Item, Result, Run, RunStatus
 from common.queries import iter_results, lanes_of, resolve_run, stored_stats
 from common.stats import nest, run_statistics
+from producer.datasets import DEFAULT_DATASET
 from producer.evaluation_summary import evaluation_blocks
 
 
@@ -42,10 +43,19 @@ def record(
         "success": bool(result and result.ok),
         "error_kind": result.error_kind if result else "pending",
         "error": result.error_message if result else None,
-        "dataset": item.dataset,
-        "reference": item.reference,
         "score": result.score if result else None,
+        **_evaluation_fields(item),
     }
+
+
+def _evaluation_fields(item: Item) -> dict[str, Any]:
+    """``dataset`` and ``reference``, unless only their defaults would hide an input field."""
+    fields: dict[str, Any] = {}
+    if item.dataset != DEFAULT_DATASET or "dataset" not in item.payload:
+        fields["dataset"] = item.dataset
+    if item.reference is not None or "reference" not in item.payload:
+        fields["reference"] = item.reference
+    return fields
 
 
 def write_jsonl(db: Engine, *, run_ref: str, path: Path) -> int:

@@ -67,8 +67,8 @@ def create_run(
 ) -> Enqueued:
     """Validate every dataset and create the run, items and slices in one transaction.
 
-    The inputs are ``input_path`` (dataset ``default``), then ``config.datasets``, or
-    the results of ``config.from_run`` for a pipeline stage.
+    The inputs, in this order: the results of ``config.from_run`` (a pipeline stage),
+    ``input_path`` (dataset ``default``), then ``config.datasets``.
     """
     reference_field = reference_field or config.reference_field
     datasets = open_datasets(
@@ -150,6 +150,8 @@ def open_datasets(
             db, run_id=run_id, template=config.template, reference_field=reference_field
         )
         datasets.append(Dataset(DEFAULT_DATASET, str(stage.path), stage))
+    if input_path is not None and config.from_run is not None:
+        raise ConfigError("give INPUT or --from-run, not both")
     if input_path is not None:
         datasets.append(Dataset(DEFAULT_DATASET, str(input_path), reader(input_path)))
     check_dataset_files(config.datasets)

@@ -5,7 +5,7 @@ result of a completed run as one input record: the item's own fields, then
 
 | field | what |
 | --- | --- |
-| ``id`` | the item's id; ``<id>@<lane>`` when the source run has several lanes |
+| ``id`` | the id; ``<dataset>/<id>`` with several datasets; ``...@<lane>`` with several lanes |
 | ``source_id`` | the item's id in the source run |
 | ``answer`` | the source lane's answer |
 | ``lane``, ``model``, ``permutation`` | the source lane |
@@ -27,11 +27,12 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, distinct, func
+from sqlmodel import col, select
 
 from common.db import session_scope
 from common.errors import ConfigError
-from common.models import RunStatus
+from common.models import Item, RunStatus
 from common.queries import iter_results, lanes_of, resolve_run
 from producer.inputs import RecordReader
 
@@ -71,13 +72,17 @@ def stage_lines(db: Engine, *, run_id: str) -> Iterator[bytes]:
     with session_scope(db) as session:
         lanes = {lane.index: lane for lane in lanes_of(session, run_id=run_id)}
         several = len(lanes) > 1
+        datasets = session.exec(
+            select(func.count(distinct(col(Item.dataset)))).where(Item.run_id == run_id)
+        ).one()
         for item, index, result in iter_results(session, run_id=run_id):
             if result is None or not result.ok:
                 continue
             lane = lanes[index]
+            custom_id = f"{item.dataset}/{item.custom_id}" if datasets > 1 else item.custom_id
             record = {
                 **item.payload,
-                "id": f"{item.custom_id}@{index}" if several else item.custom_id,
+                "id": f"{custom_id}@{index}" if several else custom_id,
                 "source_id": item.custom_id,
                 "answer": result.answer or "",
                 "lane": index,

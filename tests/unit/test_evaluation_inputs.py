@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 
 from common.db import make_engine
 from common.errors import ConfigError, InvalidInputFile
-from common.models import Item, Lane, Slice
+from common.models import Item, Lane, Result, Run, Slice
 from common.runconfig import RunConfig
 from common.settings import Settings
 from producer.checkpoints import model_refs
@@ -181,3 +181,28 @@ def test_a_training_folder_resolves_to_its_latest_step(tmp_path: Path) -> None:
         model_refs("hf", [str(empty)])
     with pytest.raises(ConfigError, match="repeats"):
         model_refs("hf", ["org/a,org/a"])
+
+
+def test_a_stage_of_a_run_with_datasets_sharing_ids(db: Engine, tmp_path: Path) -> None:
+    datasets = {name: str(write(tmp_path / f"{name}.jsonl", records(2))) for name in ("one", "two")}
+    source = create_run(
+        db, config=RunConfig(engine="echo", models=["m"], datasets=datasets), queue="q"
+    ).run_id
+    with Session(db) as session:
+        items = list(session.exec(select(Item).where(Item.run_id == source)))
+        for item in items:
+            session.add(
+                Result(run_id=source, item_id=item.id or 0, lane_index=0, ok=True, answer="x")
+            )
+        run = session.get(Run, source)
+        assert run is not None
+        run.status = "completed"
+        session.add(run)
+        session.commit()
+    stage = RunConfig(engine="echo", models=["m"], from_run=source, template="judge {answer}")
+    with pytest.raises(ConfigError, match="INPUT or --from-run, not both"):
+        create_run(db, input_path=tmp_path / "one.jsonl", config=stage, queue="q")
+    stage_id = create_run(db, config=stage, queue="q").run_id
+    with Session(db) as session:
+        ids = sorted(i.custom_id for i in session.exec(select(Item).where(Item.run_id == stage_id)))
+    assert ids == ["one/r0", "one/r1", "two/r0", "two/r1"]

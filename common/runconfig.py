@@ -37,3 +37,5 @@ class RunConfig(BaseModel):
     batching: Batching = Batching()
     slice_size: int = Field(default=64, ge=1)
     dtype: str = "auto"
+    #: Times an item may be handed to an engine before it is quarantined.
+    max_attempts: int = Field(default=3, ge=1)

@@ -25,6 +25,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
+        # Reconnect for as long as the broker is away (a restart, a failover).
+        "broker_connection_max_retries": None,
         "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
         "task_serializer": "json",
         "result_serializer": "json",
@@ -48,7 +50,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None) -> Celery:
     """A fleet app; ``settings`` None means read them from the environment on first use."""
-    app = Celery("fleet", include=["worker.tasks"], set_as_current=False)
+    app = Celery("fleet", include=["worker.tasks", "worker.upkeep"], set_as_current=False)
     app.add_defaults(lambda: celery_config(settings or Settings()))
     return app
 

@@ -63,6 +63,10 @@ class JobOptions:
         str | None, typer.Option(help="Field holding the reference answer.")
     ] = None
     queue: Annotated[str, typer.Option(help="Broker queue the run's slices go to.")] = DEFAULT_QUEUE
+    max_attempts: Annotated[
+        int | None,
+        typer.Option(min=1, help="Attempts per item (worker deaths count) before quarantine."),
+    ] = None
 
 
 def job_command(command: Callable[..., None]) -> Callable[..., None]:
@@ -125,6 +129,7 @@ def run_config(settings: Settings, options: JobOptions) -> RunConfig:
         ),
         slice_size=options.slice_size or settings.slice_size,
         dtype=options.dtype or settings.dtype,
+        max_attempts=options.max_attempts or settings.max_attempts,
     )
 
 

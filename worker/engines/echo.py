@@ -4,12 +4,15 @@ It answers with the last ``max_new_tokens`` words of the prompt. Its "model" str
 takes options, e.g. ``--model "delay=0.05,fail_marker=POISON"``:
 
 - ``delay``: seconds each batch takes (to stand in for a model's latency);
-- ``fail_marker``: a prompt containing it makes the batch raise (a poison item).
+- ``fail_marker``: a prompt containing it makes the batch raise (a poison item);
+- ``crash_marker``: a prompt containing it kills the worker process on the spot
+  (``os._exit``), as a segfault or an OOM kill would: the item that never returns.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +22,9 @@ from worker.engines.base import Completion, GenerationParams
 
 #: The context the echo engine claims, in whitespace-separated words.
 ECHO_CONTEXT = 1_000_000
+
+#: Exit status of a worker process killed by the ``crash_marker`` option.
+CRASH_EXIT_CODE = 70
 
 
 class PoisonItem(RuntimeError):
@@ -32,6 +38,7 @@ class EchoEngine:
 
     delay_s: float = 0.0
     fail_marker: str | None = None
+    crash_marker: str | None = None
 
     @classmethod
     def from_spec(cls, spec: str) -> EchoEngine:
@@ -42,7 +49,7 @@ class EchoEngine:
             if not part or part == "echo":
                 continue
             key, sep, value = part.partition("=")
-            if not sep or key not in ("delay", "fail_marker"):
+            if not sep or key not in ("delay", "fail_marker", "crash_marker"):
                 raise ConfigError(f"echo engine: unknown option {part!r} in model {spec!r}")
             options[key] = value
         try:
@@ -53,7 +60,11 @@ class EchoEngine:
             raise ConfigError(
                 f"echo engine: delay must be a number of seconds, finite and >= 0, in {spec!r}"
             )
-        return cls(delay_s=delay, fail_marker=options.get("fail_marker"))
+        return cls(
+            delay_s=delay,
+            fail_marker=options.get("fail_marker"),
+            crash_marker=options.get("crash_marker"),
+        )
 
     def count_tokens(self, prompts: Sequence[str]) -> list[int]:
         return [len(prompt.split()) for prompt in prompts]
@@ -61,6 +72,8 @@ class EchoEngine:
     def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
         if self.delay_s:
             time.sleep(self.delay_s)
+        if self.crash_marker and any(self.crash_marker in prompt for prompt in prompts):
+            os._exit(CRASH_EXIT_CODE)
         if self.fail_marker:
             for prompt in prompts:
                 if self.fail_marker in prompt:

@@ -179,3 +179,17 @@ class Attempt(SQLModel, table=True):
     lane_index: int
     count: int = 0
     last_error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class WorkerBeat(SQLModel, table=True):
+    """A worker's sign of life, written by its main process every few seconds.
+
+    A slice held by a worker whose beats stopped, or whose worker restarted since
+    the claim (``booted_at`` after the slice's ``started_at``), is abandoned: the
+    reconciler hands it out again without waiting for the slice's lease.
+    """
+
+    #: The Celery node name, as stored on ``Slice.worker`` (e.g. ``gpu0@host``).
+    name: str = Field(primary_key=True, max_length=200)
+    booted_at: datetime
+    seen_at: datetime

@@ -22,6 +22,7 @@ from common.models import (
     RunStatus,
     Slice,
     SliceStatus,
+    WorkerBeat,
     utcnow,
 )
 from common.stats import Stat
@@ -172,19 +173,34 @@ def run_status(session: Session, *, run_id: str) -> str:
     return status
 
 
-def stuck_slices(session: Session, *, cutoff: datetime) -> list[tuple[int, str, str]]:
-    """(slice id, run id, queue) of slices ``running`` since before ``cutoff`` in live runs."""
+def stuck_slices(
+    session: Session, *, lease_cutoff: datetime, silent_since: datetime
+) -> list[tuple[int, int, str, str]]:
+    """(slice id, attempts, run id, queue) of abandoned ``running`` slices of live runs.
+
+    Abandoned: claimed before ``lease_cutoff``; or held by a worker whose last
+    beat is older than ``silent_since``, or that booted again after the claim.
+    """
+    holder = (
+        select(WorkerBeat.name)
+        .where(
+            WorkerBeat.name == Slice.worker,
+            (col(WorkerBeat.seen_at) < silent_since)
+            | (col(WorkerBeat.booted_at) > col(Slice.started_at)),
+        )
+        .exists()
+    )
     rows = session.execute(
-        select(Slice.id, Slice.run_id, Run.queue)
+        select(Slice.id, Slice.attempts, Slice.run_id, Run.queue)
         .join(Run, col(Run.id) == col(Slice.run_id))
         .where(
             Slice.status == SliceStatus.running.value,
-            col(Slice.started_at) < cutoff,
+            (col(Slice.started_at) < lease_cutoff) | holder,
             col(Run.status).in_([RunStatus.pending.value, RunStatus.running.value]),
         )
         .order_by(col(Slice.id))
     )
-    return [(slice_id, run_id, queue) for slice_id, run_id, queue in rows]
+    return [(slice_id, attempts, run_id, queue) for slice_id, attempts, run_id, queue in rows]
 
 
 def runs_owing_finalize(session: Session) -> list[tuple[str, str, str]]:

@@ -51,7 +51,10 @@ class Settings(BaseSettings):
     #: before it is quarantined instead of retried; a run's ``--max-attempts``.
     max_attempts: int = 3
     #: Seconds between two reconciler passes in each worker; 0 turns them off.
-    reconcile_interval: int = 60
+    reconcile_interval: int = 15
+    #: Seconds between two signs of life of a worker in SQL; 0 turns them off.
+    #: A worker silent for three intervals is presumed dead and its slice handed out.
+    heartbeat_interval: int = 5
 
     #: Torch threads per worker process (unset: torch's own default).
     torch_threads: int | None = None
@@ -90,7 +93,7 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 1")
         return value
 
-    @field_validator("reconcile_interval")
+    @field_validator("reconcile_interval", "heartbeat_interval")
     @classmethod
     def _not_negative(cls, value: int) -> int:
         if value < 0:
@@ -146,3 +149,8 @@ class Settings(BaseSettings):
         visibility timeout, after which Redis would redeliver it anyway.
         """
         return self.slice_time_limit + 10
+
+    @property
+    def heartbeat_timeout(self) -> int:
+        """Seconds of silence after which a worker is presumed dead."""
+        return 3 * self.heartbeat_interval

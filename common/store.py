@@ -26,6 +26,7 @@ from common.models import (
     RunStatus,
     Slice,
     SliceStatus,
+    WorkerBeat,
     utcnow,
 )
 
@@ -221,20 +222,22 @@ def record_attempt_error(
     )
 
 
-def renew_lease(session: Session, *, slice_id: int, cutoff: datetime) -> bool:
-    """Compare-and-set: take over a slice left ``running`` since before ``cutoff``.
+def renew_lease(session: Session, *, slice_id: int, attempts: int) -> bool:
+    """Compare-and-set: take over an abandoned ``running`` slice, unless claimed since.
 
-    The slice stays ``running`` with a fresh ``started_at``, so if the new work
-    order is lost too the next reconciler pass finds it again. True for the winner.
+    ``attempts`` is the claim count the caller saw: a claim in between changes it.
+    The slice stays ``running`` with a fresh ``started_at`` and no worker, so if
+    the new work order is lost too, the next pass after the lease finds it again.
+    True for the winner.
     """
     outcome = session.execute(
         update(Slice)
         .where(
             col(Slice.id) == slice_id,
             col(Slice.status) == SliceStatus.running.value,
-            col(Slice.started_at) < cutoff,
+            col(Slice.attempts) == attempts,
         )
-        .values(started_at=utcnow())
+        .values(started_at=utcnow(), worker=None)
     )
     return bool(outcome.rowcount == 1)  # type: ignore[attr-defined]
 
@@ -310,3 +313,16 @@ def reopen_failed(session: Session, *, run_id: str, kinds: Sequence[str] | None)
         .values(status=RunStatus.running.value, finished_at=None)
     )
     return len(rows)
+
+
+def beat(session: Session, *, name: str, booted_at: datetime) -> None:
+    """Upsert a worker's sign of life."""
+    dialect = session.get_bind().dialect.name
+    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    now = utcnow()
+    statement = insert_fn(WorkerBeat).values(name=name, booted_at=booted_at, seen_at=now)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["name"], set_={"booted_at": booted_at, "seen_at": now}
+        )
+    )

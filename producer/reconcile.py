@@ -4,9 +4,11 @@ Two things can stall a run although SQL says exactly what it still owes:
 
 - a slice stays ``running`` after its worker was killed (``kill -9``, a lost
   machine): Redis would redeliver its message only after the visibility timeout,
-  and not at all if the broker lost it. Past the slice lease (the hard time limit
-  plus a margin, so no live worker can still hold it) the reconciler takes the
-  lease over by compare-and-set and publishes a new work order;
+  and not at all if the broker lost it. The reconciler takes the slice over (by
+  compare-and-set on its claim count) and publishes a new work order as soon as
+  its worker stopped beating (``WorkerBeat``: silent for three heartbeat
+  intervals, or booted again since the claim), and in any case past the slice
+  lease (the hard time limit plus a margin: no live worker can still hold it);
 - every slice is done but nobody finalized (the last worker died between its
   slice and the hand-off, or the finalize order was lost): the reconciler does
   the compare-and-set itself and publishes the finalize order.
@@ -42,15 +44,26 @@ class Reconciled:
     finalized: list[str] = field(default_factory=list)
 
 
-def reconcile(db: Engine, app: Celery, *, lease_s: int, now: datetime | None = None) -> Reconciled:
+def reconcile(
+    db: Engine,
+    app: Celery,
+    *,
+    lease_s: int,
+    heartbeat_timeout_s: int,
+    now: datetime | None = None,
+) -> Reconciled:
     """One pass over every run in the database."""
     done = Reconciled()
-    cutoff = (now or utcnow()) - timedelta(seconds=lease_s)
+    now = now or utcnow()
     with session_scope(db) as session:
-        stuck = stuck_slices(session, cutoff=cutoff)
-    for slice_id, run_id, queue in stuck:
+        stuck = stuck_slices(
+            session,
+            lease_cutoff=now - timedelta(seconds=lease_s),
+            silent_since=now - timedelta(seconds=heartbeat_timeout_s),
+        )
+    for slice_id, attempts, run_id, queue in stuck:
         with session_scope(db) as session:
-            won = renew_lease(session, slice_id=slice_id, cutoff=cutoff)
+            won = renew_lease(session, slice_id=slice_id, attempts=attempts)
         if won:
             publish_slices(app, run_id=run_id, slice_ids=[slice_id], queue=queue)
             done.requeued.append((run_id, slice_id))

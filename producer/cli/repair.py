@@ -19,7 +19,7 @@ RunRef = Annotated[str, typer.Argument(help="Run id, or 'latest'.")]
 
 @app.command()
 def reconcile() -> None:
-    """One reconciler pass: re-enqueue slices stuck past their lease, finalize finished runs.
+    """One reconciler pass: re-enqueue slices of dead workers, finalize finished runs.
 
     Workers run the same pass every FLEET_RECONCILE_INTERVAL seconds on their own.
     """
@@ -30,7 +30,10 @@ def reconcile() -> None:
     if settings.broker_url is None:
         raise ConfigError("FLEET_BROKER_URL is not set: reconcile publishes to the fleet's broker")
     done = reconcile_pass(
-        make_engine(settings.sqlalchemy_url), create_app(settings), lease_s=settings.slice_lease
+        make_engine(settings.sqlalchemy_url),
+        create_app(settings),
+        lease_s=settings.slice_lease,
+        heartbeat_timeout_s=settings.heartbeat_timeout,
     )
     errors.print(
         f"{len(done.requeued)} stuck slice(s) re-enqueued, {len(done.finalized)} run(s) sent "

@@ -1,10 +1,9 @@
 """Chaos on real processes: kill -9 workers, the broker, everything; SIGTERM; poison items.
 
 Every test ends with the same proof: one result per item and lane, no duplicate,
-the run completed and finalized exactly once. The workers run with
-``FLEET_SLICE_TIME_LIMIT=30`` (the shortest allowed) and a reconciler pass every
-two seconds, so a slice abandoned by a killed worker is handed out again after
-its 40-second lease instead of an hour.
+the run completed and finalized exactly once. The workers beat every two seconds
+and run a reconciler pass every two, so a slice held by a killed worker is handed
+out again some six seconds after its worker went silent.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from worker.app import create_app
 from worker.attempts import QUARANTINED
 
 #: Worker settings that make recovery fast enough for a test.
-FAST_RECOVERY = {"FLEET_SLICE_TIME_LIMIT": "30", "FLEET_RECONCILE_INTERVAL": "2"}
+FAST_RECOVERY = {"FLEET_HEARTBEAT_INTERVAL": "2", "FLEET_RECONCILE_INTERVAL": "2"}
 
 #: Longest a run may take to recover and complete here.
 RECOVERY_TIMEOUT_S = 200.0

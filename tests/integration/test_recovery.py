@@ -14,11 +14,11 @@ from sqlmodel import col, select
 
 from common.db import make_engine, session_scope
 from common.messages import SliceOrder
-from common.models import Attempt, Item, Result, Run, Slice, utcnow
+from common.models import Attempt, Item, Result, Run, Slice, WorkerBeat, utcnow
 from common.queries import iter_results
 from common.runconfig import RunConfig
 from common.settings import Settings
-from common.store import cancel_run, claim_slice, count_attempts, reopen_failed
+from common.store import beat, cancel_run, claim_slice, count_attempts, reopen_failed
 from producer.enqueue import create_run
 from producer.reconcile import reconcile
 from worker.app import create_app
@@ -235,19 +235,34 @@ def broker(redis_url: str) -> Iterator[redis.Redis]:
     client.flushdb()
 
 
-def test_reconcile_requeues_stuck_slices_and_finalizes_finished_runs(
+def test_reconcile_requeues_abandoned_slices_and_finalizes_finished_runs(
     db: Engine, tmp_path: Path, redis_url: str, broker: redis.Redis
 ) -> None:
     app = create_app(Settings(broker_url=redis_url))
-    stuck_run = make_run(db, tmp_path, items=8, slice_size=4)
-    first, second = slice_ids(db, stuck_run)
+    stuck_run = make_run(db, tmp_path, items=20, slice_size=4)
+    past_lease, silent, rebooted, alive, unknown = slice_ids(db, stuck_run)
+    now = utcnow()
     with session_scope(db) as session:
-        claim_slice(session, slice_id=first, worker="dead")
-        claim_slice(session, slice_id=second, worker="alive")
+        for slice_id, worker in [
+            (past_lease, "w-unknown"),
+            (silent, "w-silent"),
+            (rebooted, "w-rebooted"),
+            (alive, "w-alive"),
+            (unknown, "w-unknown"),
+        ]:
+            claim_slice(session, slice_id=slice_id, worker=worker)
         session.execute(
             update(Slice)
-            .where(col(Slice.id) == first)
-            .values(started_at=utcnow() - timedelta(seconds=100))
+            .where(col(Slice.id) == past_lease)
+            .values(started_at=now - timedelta(seconds=100))
+        )
+        beat(session, name="w-silent", booted_at=now - timedelta(seconds=200))
+        beat(session, name="w-rebooted", booted_at=now + timedelta(seconds=1))
+        beat(session, name="w-alive", booted_at=now - timedelta(seconds=200))
+        session.execute(
+            update(WorkerBeat)
+            .where(col(WorkerBeat.name) == "w-silent")
+            .values(seen_at=now - timedelta(seconds=30))
         )
     done_run = make_run(db, tmp_path, items=4, slice_size=4)
     with session_scope(db) as session:
@@ -255,15 +270,20 @@ def test_reconcile_requeues_stuck_slices_and_finalizes_finished_runs(
         session.execute(update(Run).where(col(Run.id) == done_run).values(status="running"))
 
     # (The PostgreSQL database is shared by the session: other tests' runs may show up too.)
-    outcome = reconcile(db, app, lease_s=60)
-    assert [entry for entry in outcome.requeued if entry[0] == stuck_run] == [(stuck_run, first)]
+    outcome = reconcile(db, app, lease_s=60, heartbeat_timeout_s=15, now=now + timedelta(seconds=2))
+    assert sorted(entry for entry in outcome.requeued if entry[0] == stuck_run) == sorted(
+        [(stuck_run, past_lease), (stuck_run, silent), (stuck_run, rebooted)]
+    )
     assert done_run in outcome.finalized
     queued = [json.loads(message)["headers"] for message in broker.lrange("fleet", 0, -1)]
     orders = {(headers["task"], headers["argsrepr"]) for headers in queued}
-    assert ("fleet.run_slice", repr([stuck_run, first])) in orders
+    assert ("fleet.run_slice", repr([stuck_run, silent])) in orders
     assert ("fleet.finalize", repr([done_run])) in orders
     with session_scope(db) as session:
         assert session.get(Run, done_run).status == "finalizing"  # type: ignore[union-attr]
-    # A second pass at once finds the lease renewed: nothing more for the slice.
-    again = reconcile(db, app, lease_s=60)
+        taken = session.get(Slice, silent)
+        assert taken is not None
+        assert (taken.status, taken.worker) == ("running", None)
+    # A second pass at once finds the leases renewed: nothing more to hand out.
+    again = reconcile(db, app, lease_s=60, heartbeat_timeout_s=15, now=now + timedelta(seconds=2))
     assert [entry for entry in again.requeued if entry[0] == stuck_run] == []

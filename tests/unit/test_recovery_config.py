@@ -20,11 +20,20 @@ from worker.engines.echo import CRASH_EXIT_CODE, EchoEngine
 
 def test_recovery_defaults() -> None:
     settings = Settings()
-    assert (settings.max_attempts, settings.reconcile_interval) == (3, 60)
+    assert (settings.max_attempts, settings.reconcile_interval, settings.heartbeat_interval) == (
+        3,
+        15,
+        5,
+    )
 
 
 @pytest.mark.parametrize(
-    ("name", "value"), [("FLEET_MAX_ATTEMPTS", "0"), ("FLEET_RECONCILE_INTERVAL", "-1")]
+    ("name", "value"),
+    [
+        ("FLEET_MAX_ATTEMPTS", "0"),
+        ("FLEET_RECONCILE_INTERVAL", "-1"),
+        ("FLEET_HEARTBEAT_INTERVAL", "-2"),
+    ],
 )
 def test_bad_recovery_numbers_are_rejected(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str

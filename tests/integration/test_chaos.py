@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -309,3 +310,30 @@ def test_sigterm_lets_the_slice_in_flight_finish_whole(
     start_workers(1, broker_url=clean_redis, database_url=db_url, extra_env=FAST_RECOVERY)
     wait_until(lambda: run_status(db, run_id) == "completed", "the run to complete")
     assert_exactly_once(db, run_id, items)
+
+
+def test_publish_waits_for_a_broker_that_comes_back(
+    sqlite_db: tuple[Engine, str], tmp_path: Path
+) -> None:
+    if subprocess.run(["which", "redis-server"], capture_output=True).returncode:
+        pytest.skip("no redis-server binary")
+    db, _ = sqlite_db
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    config = RunConfig(engine="echo", models=["echo"], slice_size=2)
+    run_id = create_run(
+        db, input_path=write_inputs(tmp_path / "in.jsonl", 10), config=config, queue="fleet"
+    ).run_id
+    servers: list[subprocess.Popen[bytes]] = []
+    # The broker is down when the publish starts, and back two seconds later.
+    comeback = threading.Timer(2.0, lambda: servers.append(start_redis_server(port, tmp_path)))
+    comeback.start()
+    try:
+        assert publish_run(db, create_app(Settings(broker_url=url)), run_id=run_id) == 5
+        comeback.join()
+        assert redis.Redis(port=port).llen("fleet") == 5
+    finally:
+        comeback.join()
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=20)

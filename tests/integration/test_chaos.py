@@ -337,3 +337,21 @@ def test_publish_waits_for_a_broker_that_comes_back(
         for server in servers:
             server.terminate()
             server.wait(timeout=20)
+
+
+def test_slice_that_keeps_failing_is_retried_then_quarantined(tmp_path: Path) -> None:
+    # An echo option no worker understands: every claim of every slice raises.
+    inputs = write_inputs(tmp_path / "in.jsonl", 10)
+    out = tmp_path / "out"
+    fleet("run", str(inputs), "--engine", "echo", "--model", "no_such_option=1",
+          "--slice-size", "5", "--max-attempts", "2", "--output", str(out),
+          env=fleet_env(tmp_path), cwd=tmp_path)  # fmt: skip
+    db = make_engine(f"sqlite:///{tmp_path / '.fleet' / 'fleet.db'}")
+    with session_scope(db) as session:
+        run_id = session.exec(select(Run.id)).one()
+        attempts = list(session.exec(select(Slice.attempts).where(Slice.run_id == run_id)))
+    rows = assert_exactly_once(db, run_id, 10)
+    assert {row.error_kind for row in rows} == {QUARANTINED}
+    assert all("unknown option" in (row.error_message or "") for row in rows)
+    assert attempts == [2, 2]
+    db.dispose()

@@ -121,3 +121,12 @@ def test_echo_crash_marker_kills_the_process() -> None:
     )
     assert done.returncode == CRASH_EXIT_CODE
     assert done.stdout.split() == ["fine", "prompt"]
+
+
+def test_retry_delay_backs_off_to_a_minute() -> None:
+    from worker.failures import MAX_RETRY_DELAY_S, retry_delay
+
+    delays = [retry_delay(retries) for retries in range(10)]
+    assert delays[:4] == [1, 2, 4, 8]
+    assert delays == sorted(delays)
+    assert retry_delay(10_000) == MAX_RETRY_DELAY_S

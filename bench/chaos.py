@@ -81,11 +81,21 @@ class Pool:
                 )
             )
 
-    def kill_one(self, rng: random.Random) -> None:
+    def kill_one(self, rng: random.Random, target: str) -> bool:
+        """SIGKILL a random worker (``worker``: all of it) or its pool child (``child``).
+
+        True when a replacement worker is needed (the whole worker died).
+        """
         alive = [process for process in self.processes if process.poll() is None]
         victim = rng.choice(alive)
+        if target == "child":
+            children = Path(f"/proc/{victim.pid}/task/{victim.pid}/children").read_text().split()
+            if children:
+                os.kill(int(children[0]), signal.SIGKILL)
+                return False
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait()
+        return True
 
     def stop(self) -> None:
         for process in self.processes:
@@ -162,6 +172,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--broker", default=None, help="Redis URL (default: embedded server).")
     parser.add_argument("--database", default=None, help="SQLAlchemy URL (default: SQLite).")
+    parser.add_argument(
+        "--target",
+        choices=["worker", "child"],
+        default="worker",
+        help="Kill whole workers (a fresh one is started) or only their pool child process.",
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--output", type=Path, default=Path("bench/results/chaos.json"))
@@ -225,16 +241,17 @@ def main() -> None:
             done = stored()
             if marks and done >= marks[0]:
                 marks.pop(0)
-                pool.kill_one(rng)
-                pool.start()
+                if pool.kill_one(rng, args.target):
+                    pool.start()
                 kills.append({"at_results": done, "at_s": time.monotonic() - started})
-                print(f"killed a worker at {done}/{expected} results; started a fresh one")
+                print(f"killed a {args.target} at {done}/{expected} results")
             time.sleep(0.2)
         wall = time.monotonic() - started
         figures = {
             "items": args.items,
             "lanes": args.lanes,
             "workers": args.workers,
+            "target": args.target,
             "broker": "embedded valkey" if args.broker is None else "redis",
             "database": db.dialect.name,
             "kills": kills,

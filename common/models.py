@@ -159,3 +159,37 @@ class RunStat(SQLModel, table=True):
     scope: str = Field(max_length=300)
     metric: str = Field(max_length=64)
     value: float
+
+
+class Attempt(SQLModel, table=True):
+    """How often one item was handed to an engine in one lane, and how it last went wrong.
+
+    Counted before each batch runs, in its own transaction, so a worker that dies
+    on an item still leaves the count behind; the count is what quarantines a
+    poison item instead of letting redelivery run it forever.
+    """
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "item_id", "lane_index", name="uq_attempt_run_item_lane"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id", index=True, max_length=32)
+    item_id: int = Field(foreign_key="item.id")
+    lane_index: int
+    count: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class WorkerBeat(SQLModel, table=True):
+    """A worker's sign of life, written by its main process every few seconds.
+
+    A slice held by a worker whose beats stopped, or whose worker restarted since
+    the claim (``booted_at`` after the slice's ``started_at``), is abandoned: the
+    reconciler hands it out again without waiting for the slice's lease.
+    """
+
+    #: The Celery node name, as stored on ``Slice.worker`` (e.g. ``gpu0@host``).
+    name: str = Field(primary_key=True, max_length=200)
+    booted_at: datetime
+    seen_at: datetime

@@ -11,7 +11,20 @@ from sqlmodel import Session, col, select
 
 from common.constants import LATEST
 from common.errors import RunNotFound
-from common.models import Item, Lane, Result, Run, RunStat, Slice, SliceStatus, utcnow
+from common.models import (
+    OPEN_SLICE_STATES,
+    Attempt,
+    Item,
+    Lane,
+    Result,
+    Run,
+    RunStat,
+    RunStatus,
+    Slice,
+    SliceStatus,
+    WorkerBeat,
+    utcnow,
+)
 from common.stats import Stat
 
 
@@ -135,3 +148,79 @@ def open_items(session: Session, *, slice_row: Slice) -> list[Item]:
             .order_by(col(Item.seq))
         )
     )
+
+
+def attempt_counts(
+    session: Session, *, run_id: str, lane_index: int, item_ids: list[int]
+) -> dict[int, tuple[int, str | None]]:
+    """(attempts so far, last error) of the items that were tried before, by item id."""
+    if not item_ids:
+        return {}
+    rows = session.exec(
+        select(Attempt.item_id, Attempt.count, Attempt.last_error).where(
+            Attempt.run_id == run_id,
+            Attempt.lane_index == lane_index,
+            col(Attempt.item_id).in_(item_ids),
+        )
+    )
+    return {item_id: (count, last_error) for item_id, count, last_error in rows}
+
+
+def run_status(session: Session, *, run_id: str) -> str:
+    status = session.exec(select(Run.status).where(Run.id == run_id)).first()
+    if status is None:
+        raise RunNotFound(run_id)
+    return status
+
+
+def stuck_slices(
+    session: Session, *, lease_cutoff: datetime, silent_since: datetime
+) -> list[tuple[int, int, str, str]]:
+    """(slice id, attempts, run id, queue) of abandoned ``running`` slices of live runs.
+
+    Abandoned: claimed before ``lease_cutoff``; or held by a worker whose last
+    beat is older than ``silent_since``, or that booted again after the claim.
+    """
+    holder = (
+        select(WorkerBeat.name)
+        .where(
+            WorkerBeat.name == Slice.worker,
+            (col(WorkerBeat.seen_at) < silent_since)
+            | (col(WorkerBeat.booted_at) > col(Slice.started_at)),
+        )
+        .exists()
+    )
+    rows = session.execute(
+        select(Slice.id, Slice.attempts, Slice.run_id, Run.queue)
+        .join(Run, col(Run.id) == col(Slice.run_id))
+        .where(
+            Slice.status == SliceStatus.running.value,
+            (col(Slice.started_at) < lease_cutoff) | holder,
+            col(Run.status).in_([RunStatus.pending.value, RunStatus.running.value]),
+        )
+        .order_by(col(Slice.id))
+    )
+    return [(slice_id, attempts, run_id, queue) for slice_id, attempts, run_id, queue in rows]
+
+
+def runs_owing_finalize(session: Session) -> list[tuple[str, str, str]]:
+    """(run id, queue, status) of runs with no open slice that are not completed yet.
+
+    A ``pending``/``running`` one lost the finalize hand-off (the last worker died
+    between its slice and the compare-and-set); a ``finalizing`` one may have lost
+    its finalize order.
+    """
+    open_slice = (
+        select(Slice.id)
+        .where(Slice.run_id == Run.id, col(Slice.status).in_(OPEN_SLICE_STATES))
+        .exists()
+    )
+    rows = session.execute(
+        select(Run.id, Run.queue, Run.status).where(
+            col(Run.status).in_(
+                [RunStatus.pending.value, RunStatus.running.value, RunStatus.finalizing.value]
+            ),
+            ~open_slice,
+        )
+    )
+    return [(run_id, queue, status) for run_id, queue, status in rows]

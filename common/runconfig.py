@@ -60,3 +60,6 @@ class RunConfig(BaseModel):
     def lanes(self) -> list[tuple[str, str]]:
         """(model, permutation) of each lane, in lane-index order."""
         return [(model, perm) for model in self.models for perm in self.permutations]
+
+    #: Times an item may be handed to an engine before it is quarantined.
+    max_attempts: int = Field(default=3, ge=1)

@@ -47,6 +47,15 @@ class Settings(BaseSettings):
     #: broker's visibility timeout are derived from it so the three always agree.
     slice_time_limit: int = 3600
 
+    #: Times an item may be handed to an engine (its worker dying on it counts)
+    #: before it is quarantined instead of retried; a run's ``--max-attempts``.
+    max_attempts: int = 3
+    #: Seconds between two reconciler passes in each worker; 0 turns them off.
+    reconcile_interval: int = 15
+    #: Seconds between two signs of life of a worker in SQL; 0 turns them off.
+    #: A worker silent for three intervals is presumed dead and its slice handed out.
+    heartbeat_interval: int = 5
+
     #: Torch threads per worker process (unset: torch's own default).
     torch_threads: int | None = None
     #: Torch dtype for the ``hf`` engine: auto, float32, bfloat16, float16.
@@ -75,6 +84,20 @@ class Settings(BaseSettings):
     def _positive(cls, value: int) -> int:
         if value < 1:
             raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("max_attempts")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("reconcile_interval", "heartbeat_interval")
+    @classmethod
+    def _not_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be 0 (off) or more seconds")
         return value
 
     @field_validator("slice_time_limit")
@@ -116,3 +139,18 @@ class Settings(BaseSettings):
     def visibility_timeout(self) -> int:
         """How long Redis hides an unacknowledged message: past the hard limit."""
         return self.slice_time_limit + 300
+
+    @property
+    def slice_lease(self) -> int:
+        """Seconds after its claim a ``running`` slice is presumed abandoned.
+
+        Past the hard limit no live worker can still hold it (the pool kills the
+        task there), so the reconciler may hand it out again; well before the
+        visibility timeout, after which Redis would redeliver it anyway.
+        """
+        return self.slice_time_limit + 10
+
+    @property
+    def heartbeat_timeout(self) -> int:
+        """Seconds of silence after which a worker is presumed dead."""
+        return 3 * self.heartbeat_interval

@@ -8,6 +8,7 @@ key, state changes are compare-and-set on the row's current state.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, exists, insert, update
@@ -16,6 +17,7 @@ from sqlmodel import Session, col, select
 
 from common.models import (
     OPEN_SLICE_STATES,
+    Attempt,
     Item,
     Lane,
     Result,
@@ -24,6 +26,7 @@ from common.models import (
     RunStatus,
     Slice,
     SliceStatus,
+    WorkerBeat,
     utcnow,
 )
 
@@ -180,3 +183,146 @@ def reopen_slices(session: Session, *, run_id: str) -> list[int]:
             update(Slice).where(col(Slice.id).in_(ids)).values(status=SliceStatus.pending.value)
         )
     return [slice_id for slice_id in ids if slice_id is not None]
+
+
+def count_attempts(
+    session: Session, *, run_id: str, lane_index: int, item_ids: Sequence[int]
+) -> None:
+    """Add one attempt to each item, before the engine sees it (so a death still counts)."""
+    if not item_ids:
+        return
+    dialect = session.get_bind().dialect.name
+    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert_fn(Attempt)
+    statement = statement.on_conflict_do_update(
+        index_elements=["run_id", "item_id", "lane_index"],
+        set_={"count": col(Attempt.count) + 1},
+    )
+    session.execute(
+        statement,
+        [
+            {"run_id": run_id, "item_id": item_id, "lane_index": lane_index, "count": 1}
+            for item_id in item_ids
+        ],
+    )
+
+
+def record_attempt_error(
+    session: Session, *, run_id: str, lane_index: int, item_ids: Sequence[int], error: str
+) -> None:
+    """Keep the error that ended an attempt, to quote if the item is quarantined."""
+    session.execute(
+        update(Attempt)
+        .where(
+            col(Attempt.run_id) == run_id,
+            col(Attempt.lane_index) == lane_index,
+            col(Attempt.item_id).in_(list(item_ids)),
+        )
+        .values(last_error=error)
+    )
+
+
+def renew_lease(session: Session, *, slice_id: int, attempts: int) -> bool:
+    """Compare-and-set: take over an abandoned ``running`` slice, unless claimed since.
+
+    ``attempts`` is the claim count the caller saw: a claim in between changes it.
+    The slice stays ``running`` with a fresh ``started_at`` and no worker, so if
+    the new work order is lost too, the next pass after the lease finds it again.
+    True for the winner.
+    """
+    outcome = session.execute(
+        update(Slice)
+        .where(
+            col(Slice.id) == slice_id,
+            col(Slice.status) == SliceStatus.running.value,
+            col(Slice.attempts) == attempts,
+        )
+        .values(started_at=utcnow(), worker=None)
+    )
+    return bool(outcome.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def cancel_run(session: Session, *, run_id: str) -> bool:
+    """Compare-and-set a pending or running run to ``cancelled`` and close its open slices.
+
+    Workers refuse to claim its slices from now on and stop a slice they hold
+    before its next batch; the batch in flight still stores its results.
+    """
+    outcome = session.execute(
+        update(Run)
+        .where(
+            col(Run.id) == run_id,
+            col(Run.status).in_([RunStatus.pending.value, RunStatus.running.value]),
+        )
+        .values(status=RunStatus.cancelled.value, finished_at=utcnow())
+    )
+    if outcome.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    session.execute(
+        update(Slice)
+        .where(col(Slice.run_id) == run_id, col(Slice.status).in_(OPEN_SLICE_STATES))
+        .values(status=SliceStatus.cancelled.value, finished_at=utcnow())
+    )
+    return True
+
+
+def reopen_failed(session: Session, *, run_id: str, kinds: Sequence[str] | None) -> int:
+    """Forget the failed results of a run (of ``kinds``, or all) so their items run again.
+
+    Rejected input records are never reopened: nothing about them can change.
+    Their attempt counts start again (a retry asked for by hand is a fresh
+    chance, quarantined items included), the slices holding them go back to
+    ``pending`` and the run to ``running``. Returns how many results were reopened.
+    """
+    failed = (
+        select(Result.id, Result.item_id, Result.lane_index, Item.seq)
+        .join(Item, col(Item.id) == col(Result.item_id))
+        .where(
+            Result.run_id == run_id,
+            col(Result.ok).is_(False),
+            col(Item.reject_reason).is_(None),
+        )
+    )
+    if kinds:
+        failed = failed.where(col(Result.error_kind).in_(list(kinds)))
+    rows = list(session.execute(failed))
+    if not rows:
+        return 0
+    session.execute(delete(Result).where(col(Result.id).in_([row[0] for row in rows])))
+    for _, item_id, lane_index, seq in rows:
+        session.execute(
+            delete(Attempt).where(
+                col(Attempt.run_id) == run_id,
+                col(Attempt.item_id) == item_id,
+                col(Attempt.lane_index) == lane_index,
+            )
+        )
+        session.execute(
+            update(Slice)
+            .where(
+                col(Slice.run_id) == run_id,
+                col(Slice.lane_index) == lane_index,
+                col(Slice.seq_start) <= seq,
+                col(Slice.seq_end) > seq,
+            )
+            .values(status=SliceStatus.pending.value, finished_at=None)
+        )
+    session.execute(
+        update(Run)
+        .where(col(Run.id) == run_id)
+        .values(status=RunStatus.running.value, finished_at=None)
+    )
+    return len(rows)
+
+
+def beat(session: Session, *, name: str, booted_at: datetime) -> None:
+    """Upsert a worker's sign of life."""
+    dialect = session.get_bind().dialect.name
+    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    now = utcnow()
+    statement = insert_fn(WorkerBeat).values(name=name, booted_at=booted_at, seen_at=now)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["name"], set_={"booted_at": booted_at, "seen_at": now}
+        )
+    )

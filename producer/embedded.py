@@ -53,6 +53,12 @@ class EmbeddedBroker:
             self._server.stop()
             self._server = None
 
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would (chaos tests): only its AOF is left."""
+        if self._server is not None:
+            self._server.terminate()
+            self._server = None
+
 
 def celery_command() -> list[str]:
     """The ``celery`` of this environment (beside the running Python)."""

@@ -15,6 +15,14 @@ from common.models import RunStatus, Slice
 from common.queries import resolve_run
 from common.store import begin_finalize, reopen_slices
 
+#: How long a publish keeps trying while the broker is away: about a minute.
+PUBLISH_RETRY_POLICY = {
+    "max_retries": 20,
+    "interval_start": 0.5,
+    "interval_step": 0.5,
+    "interval_max": 5.0,
+}
+
 
 def publish_slices(app: Celery, *, run_id: str, slice_ids: Sequence[int], queue: str) -> None:
     """One ``fleet.run_slice`` message per slice, over one broker connection."""
@@ -26,6 +34,7 @@ def publish_slices(app: Celery, *, run_id: str, slice_ids: Sequence[int], queue:
                 queue=queue,
                 producer=producer,
                 retry=True,
+                retry_policy=PUBLISH_RETRY_POLICY,
             )
 
 
@@ -64,6 +73,12 @@ def resume_run(db: Engine, app: Celery, *, run_ref: str) -> tuple[str, int]:
     with session_scope(db) as session:
         finalize = status == RunStatus.finalizing or begin_finalize(session, run_id=run_id)
     if finalize:
-        app.send_task(FINALIZE_TASK, args=FinalizeOrder(run_id).to_args(), queue=queue)
+        app.send_task(
+            FINALIZE_TASK,
+            args=FinalizeOrder(run_id).to_args(),
+            queue=queue,
+            retry=True,
+            retry_policy=PUBLISH_RETRY_POLICY,
+        )
         return run_id, 1
     return run_id, 0

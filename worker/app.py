@@ -6,6 +6,7 @@ at import, so importing this module connects to nothing.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from celery import Celery
@@ -22,9 +23,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "FLEET_BROKER_URL is not set: a worker needs the fleet's broker "
             "(fleet run sets it for the local workers it starts)"
         )
-    return {
+    config: dict[str, Any] = {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
+        # Reconnect for as long as the broker is away (a restart, a failover).
+        "broker_connection_max_retries": None,
         "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
         "task_serializer": "json",
         "result_serializer": "json",
@@ -44,11 +47,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
     }
+    if settings.broker_url.startswith("rediss://") and "ssl_cert_reqs" not in settings.broker_url:
+        # kombu would accept any certificate by default: verify it unless the URL says otherwise.
+        config["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return config
 
 
 def create_app(settings: Settings | None = None) -> Celery:
     """A fleet app; ``settings`` None means read them from the environment on first use."""
-    app = Celery("fleet", include=["worker.tasks"], set_as_current=False)
+    app = Celery("fleet", include=["worker.tasks", "worker.upkeep"], set_as_current=False)
     app.add_defaults(lambda: celery_config(settings or Settings()))
     return app
 

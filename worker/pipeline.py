@@ -17,6 +17,7 @@ from common.models import Item, Lane, Run
 from common.queries import open_items
 from common.runconfig import RunConfig
 from common.store import begin_finalize, claim_slice, finish_slice, save_results
+from worker.attempts import AttemptGuard, screen_items
 from worker.batching import plan_batches
 from worker.engines import Engine, GenerationParams
 from worker.inference import Outcome, generate_isolated
@@ -42,6 +43,7 @@ class _Work:
     lane: Lane
     config: RunConfig
     items: list[Item]
+    guard: AttemptGuard
 
 
 def process_slice(runtime: WorkerRuntime, order: SliceOrder, *, worker: str) -> SliceOutcome:
@@ -69,12 +71,16 @@ def _claim(runtime: WorkerRuntime, order: SliceOrder, worker: str) -> _Work | No
             select(Lane).where(Lane.run_id == order.run_id, Lane.index == slice_row.lane_index)
         ).one()
         assert run is not None
-        return _Work(
-            run,
-            lane,
-            RunConfig.model_validate(run.config),
-            open_items(session, slice_row=slice_row),
+        config = RunConfig.model_validate(run.config)
+        guard, items = screen_items(
+            session,
+            slice_row=slice_row,
+            items=open_items(session, slice_row=slice_row),
+            max_attempts=config.max_attempts,
+            worker=worker,
+            gpu_group=runtime.gpu_group,
         )
+        return _Work(run, lane, config, items, guard)
 
 
 def _run_items(
@@ -98,9 +104,12 @@ def _run_items(
         max_new_tokens=params.max_new_tokens,
     )
     for batch in batches:
-        indexes = [runnable[position] for position in batch]
-        outcomes = generate_isolated(engine, [prompts[index] for index in indexes], params)
-        _store(runtime, work, slice_id, worker, indexes, outcomes, lengths)
+        for indexes in work.guard.groups([runnable[position] for position in batch]):
+            if not work.guard.begin(runtime.db, indexes):
+                return  # the run was cancelled: hand the engine nothing more
+            with work.guard.recording(runtime.db, indexes):
+                outcomes = generate_isolated(engine, [prompts[index] for index in indexes], params)
+            _store(runtime, work, slice_id, worker, indexes, outcomes, lengths)
 
 
 def _store(

@@ -13,6 +13,7 @@ from common.messages import FinalizeOrder, SliceOrder
 from common.stats import run_statistics
 from common.store import complete_run
 from worker.app import app
+from worker.failures import give_up_if_exhausted, retry_delay
 from worker.pipeline import process_slice
 from worker.runtime import current_runtime
 
@@ -24,7 +25,17 @@ def run_slice(self: Task[Any, Any], run_id: str, slice_id: int) -> dict[str, Any
     """Run one slice; the worker that finishes a run's last slice enqueues finalize."""
     order = SliceOrder.decode([run_id, slice_id])
     worker = self.request.hostname or "unknown"
-    outcome = process_slice(current_runtime(), order, worker=worker)
+    try:
+        outcome = process_slice(current_runtime(), order, worker=worker)
+    except Exception as error:
+        gave_up = give_up_if_exhausted(current_runtime(), order, error, worker=worker)
+        if gave_up is None:
+            log.warning("run %s slice %s failed (%s); retrying", run_id, slice_id, error)
+            raise self.retry(
+                exc=error, countdown=retry_delay(self.request.retries), max_retries=None
+            ) from error
+        log.warning("run %s slice %s quarantined after repeated failures", run_id, slice_id)
+        outcome = gave_up
     if outcome.finalize:
         finalize.apply_async(args=tuple(FinalizeOrder(run_id).to_args()), queue=outcome.queue)
         log.info("run %s: last slice done, finalize enqueued", run_id)

@@ -107,6 +107,10 @@ class JobOptions:
         str | None,
         typer.Option(help="Pipeline stage: the inputs are this completed run's answers."),
     ] = None
+    max_attempts: Annotated[
+        int | None,
+        typer.Option(min=1, help="Attempts per item (worker deaths count) before quarantine."),
+    ] = None
 
 
 def job_command(command: Callable[..., None]) -> Callable[..., None]:
@@ -181,4 +185,5 @@ def run_config(settings: Settings, options: JobOptions) -> RunConfig:
         sample=options.sample,
         sample_seed=options.seed or 0,
         from_run=options.from_run,
+        max_attempts=options.max_attempts or settings.max_attempts,
     )

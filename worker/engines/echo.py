@@ -8,11 +8,14 @@ takes options, e.g. ``--model "delay=0.05,fail_marker=POISON"``:
 - ``answer_from``: a scripted answer: with ``answer_from=a`` the engine answers with
   the word after ``a=`` in the prompt (empty if there is none), so tests can give each
   "checkpoint" known right and wrong answers.
+- ``crash_marker``: a prompt containing it kills the worker process on the spot
+  (``os._exit``), as a segfault or an OOM kill would: the item that never returns.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -23,6 +26,9 @@ from worker.engines.base import Completion, GenerationParams
 
 #: The context the echo engine claims, in whitespace-separated words.
 ECHO_CONTEXT = 1_000_000
+
+#: Exit status of a worker process killed by the ``crash_marker`` option.
+CRASH_EXIT_CODE = 70
 
 
 class PoisonItem(RuntimeError):
@@ -37,6 +43,7 @@ class EchoEngine:
     delay_s: float = 0.0
     fail_marker: str | None = None
     answer_from: str | None = None
+    crash_marker: str | None = None
 
     @classmethod
     def from_spec(cls, spec: str) -> EchoEngine:
@@ -47,7 +54,7 @@ class EchoEngine:
             if not part or part == "echo":
                 continue
             key, sep, value = part.partition("=")
-            if not sep or key not in ("delay", "fail_marker", "answer_from"):
+            if not sep or key not in ("delay", "fail_marker", "answer_from", "crash_marker"):
                 raise ConfigError(f"echo engine: unknown option {part!r} in model {spec!r}")
             options[key] = value
         try:
@@ -62,6 +69,7 @@ class EchoEngine:
             delay_s=delay,
             fail_marker=options.get("fail_marker"),
             answer_from=options.get("answer_from"),
+            crash_marker=options.get("crash_marker"),
         )
 
     def count_tokens(self, prompts: Sequence[str]) -> list[int]:
@@ -70,6 +78,8 @@ class EchoEngine:
     def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
         if self.delay_s:
             time.sleep(self.delay_s)
+        if self.crash_marker and any(self.crash_marker in prompt for prompt in prompts):
+            os._exit(CRASH_EXIT_CODE)
         if self.fail_marker:
             for prompt in prompts:
                 if self.fail_marker in prompt:

@@ -1,0 +1,111 @@
+"""Commands that repair or stop a run: ``reconcile``, ``retry``, ``cancel``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from common.constants import DEFAULT_QUEUE, LATEST
+from common.db import make_engine, session_scope
+from common.errors import ConfigError, FleetError
+from common.models import RunStatus
+from common.queries import resolve_run
+from producer.cli.app import app, console, errors, load_settings
+
+RunRef = Annotated[str, typer.Argument(help="Run id, or 'latest'.")]
+
+
+@app.command()
+def reconcile() -> None:
+    """One reconciler pass: re-enqueue slices of dead workers, finalize finished runs.
+
+    Workers run the same pass every FLEET_RECONCILE_INTERVAL seconds on their own.
+    """
+    from producer.reconcile import reconcile as reconcile_pass
+    from worker.app import create_app
+
+    settings = load_settings()
+    if settings.broker_url is None:
+        raise ConfigError("FLEET_BROKER_URL is not set: reconcile publishes to the fleet's broker")
+    done = reconcile_pass(
+        make_engine(settings.sqlalchemy_url),
+        create_app(settings),
+        lease_s=settings.slice_lease,
+        heartbeat_timeout_s=settings.heartbeat_timeout,
+    )
+    errors.print(
+        f"{len(done.requeued)} stuck slice(s) re-enqueued, {len(done.finalized)} run(s) sent "
+        "to finalize"
+    )
+    for run_id, slice_id in done.requeued:
+        console.print(f"requeued {run_id} slice {slice_id}")
+    for run_id in done.finalized:
+        console.print(f"finalize {run_id}")
+
+
+@app.command()
+def retry(
+    run_ref: RunRef = LATEST,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only failures of this error kind (oom, engine, quarantined...); repeat."
+        ),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 1,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Folder for results.jsonl/summary.json.")
+    ] = None,
+) -> None:
+    """Run a run's failed items again (their results are replaced), then finalize it again.
+
+    Rejected input records are not retried. With FLEET_BROKER_URL set the fleet's
+    workers take the work; without it the embedded broker and local workers do.
+    """
+    from common.store import reopen_failed
+    from producer.cli.jobs import _report
+    from producer.publish import resume_run
+    from producer.runner import LocalFleet, resume_job
+    from worker.app import create_app
+
+    settings = load_settings()
+    db = make_engine(settings.sqlalchemy_url)
+    with session_scope(db) as session:
+        run = resolve_run(session, run_ref)
+        if run.status not in (RunStatus.running, RunStatus.completed, RunStatus.failed):
+            raise FleetError(
+                f"run {run.id} is {run.status}: only a running or finished run retries"
+            )
+        run_id = run.id
+        reopened = reopen_failed(session, run_id=run_id, kinds=kind or None)
+    errors.print(f"run {run_id}: {reopened} failed result(s) reopened")
+    if not reopened:
+        return
+    if settings.broker_url is not None:
+        _, sent = resume_run(db, create_app(settings), run_ref=run_id)
+        errors.print(f"run {run_id}: {sent} work order(s) sent")
+        return
+    with LocalFleet(
+        settings, workers=workers, spawn_workers=True, queue=DEFAULT_QUEUE, console=console
+    ) as fleet:
+        outcome = resume_job(fleet, run_ref=run_id, output_dir=output)
+    _report(outcome)
+
+
+@app.command()
+def cancel(run_ref: RunRef = LATEST) -> None:
+    """Stop handing out a run's slices; batches in flight finish; results so far stay exportable."""
+    from common.store import cancel_run
+
+    db = make_engine(load_settings().sqlalchemy_url)
+    with session_scope(db) as session:
+        run = resolve_run(session, run_ref)
+        run_id, status = run.id, run.status
+        cancelled = cancel_run(session, run_id=run_id)
+    if not cancelled:
+        raise FleetError(
+            f"run {run_id} is {status}: only a pending or running run can be cancelled"
+        )
+    errors.print(f"run {run_id} cancelled")

@@ -1,0 +1,357 @@
+"""Chaos on real processes: kill -9 workers, the broker, everything; SIGTERM; poison items.
+
+Every test ends with the same proof: one result per item and lane, no duplicate,
+the run completed and finalized exactly once. The workers beat every two seconds
+and run a reconciler pass every two, so a slice held by a killed worker is handed
+out again some six seconds after its worker went silent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import Engine, func
+from sqlmodel import col, select
+
+from common.db import make_engine, session_scope
+from common.models import Result, Run, Slice
+from common.runconfig import Batching, RunConfig
+from common.settings import Settings
+from producer.embedded import EmbeddedBroker, LocalWorkers
+from producer.enqueue import create_run
+from producer.publish import publish_run
+from tests.integration.conftest import WorkerStarter
+from tests.integration.helpers import fleet, fleet_env
+from worker.app import create_app
+from worker.attempts import QUARANTINED
+
+#: Worker settings that make recovery fast enough for a test.
+FAST_RECOVERY = {"FLEET_HEARTBEAT_INTERVAL": "2", "FLEET_RECONCILE_INTERVAL": "2"}
+
+#: Longest a run may take to recover and complete here.
+RECOVERY_TIMEOUT_S = 200.0
+
+
+def write_inputs(path: Path, count: int, marked: dict[int, str] | None = None) -> Path:
+    marked = marked or {}
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"i{n}", "prompt": f"item {n} {marked.get(n, '')}"}) + "\n"
+            for n in range(count)
+        )
+    )
+    return path
+
+
+def start_run(
+    db: Engine, broker_url: str, inputs: Path, *, model: str, slice_size: int, max_attempts: int = 3
+) -> str:
+    config = RunConfig(
+        engine="echo",
+        models=[model],
+        slice_size=slice_size,
+        batching=Batching(batch_size=1),
+        max_attempts=max_attempts,
+    )
+    run_id = create_run(db, input_path=inputs, config=config, queue="fleet").run_id
+    publish_run(db, create_app(Settings(broker_url=broker_url)), run_id=run_id)
+    return run_id
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout_s: float = RECOVERY_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def results_stored(db: Engine, run_id: str) -> int:
+    with session_scope(db) as session:
+        return session.execute(select(func.count()).where(Result.run_id == run_id)).scalar_one()
+
+
+def run_status(db: Engine, run_id: str) -> str:
+    with session_scope(db) as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        return run.status
+
+
+def assert_exactly_once(db: Engine, run_id: str, items: int) -> list[Result]:
+    """Completed, finalized once, one result per item (one lane), no duplicate."""
+    with session_scope(db) as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        rows = list(session.exec(select(Result).where(Result.run_id == run_id)))
+    assert (run.status, run.finalize_count) == ("completed", 1)
+    assert len(rows) == len({(row.item_id, row.lane_index) for row in rows}) == items
+    return rows
+
+
+def running_slice_on(db: Engine, run_id: str, worker_prefix: str) -> Slice | None:
+    """A slice that ``worker_prefix`` holds and has started to answer, if any."""
+    with session_scope(db) as session:
+        for slice_row in session.exec(
+            select(Slice).where(Slice.run_id == run_id, Slice.status == "running")
+        ):
+            if (slice_row.worker or "").startswith(worker_prefix):
+                stored = session.execute(
+                    select(func.count()).where(Result.slice_id == slice_row.id)
+                ).scalar_one()
+                if stored:
+                    return slice_row
+    return None
+
+
+def kill_pool(pool: LocalWorkers) -> None:
+    """SIGKILL every worker of the pool, main process and pool children alike."""
+    for process in pool.processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[tuple[Engine, str]]:
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    engine = make_engine(url)
+    yield engine, url
+    engine.dispose()
+
+
+@pytest.fixture
+def clean_redis(redis_url: str) -> str:
+    redis.Redis.from_url(redis_url).flushdb()
+    return redis_url
+
+
+def test_kill_9_worker_mid_slice_another_takes_it_over(
+    clean_redis: str, postgres_url: str, start_workers: WorkerStarter, tmp_path: Path
+) -> None:
+    db = make_engine(postgres_url)
+    pool = start_workers(
+        2, broker_url=clean_redis, database_url=postgres_url, extra_env=FAST_RECOVERY
+    )
+    items = 40
+    inputs = write_inputs(tmp_path / "in.jsonl", items)
+    run_id = start_run(db, clean_redis, inputs, model="delay=0.25", slice_size=5)
+
+    victim: list[Slice] = []
+
+    def victim_mid_slice() -> bool:
+        found = running_slice_on(db, run_id, "local0@")
+        victim.extend([found] if found else [])
+        return found is not None
+
+    wait_until(victim_mid_slice, "worker 0 to be in the middle of a slice", 120)
+    os.killpg(pool.processes[0].pid, signal.SIGKILL)
+    pool.processes[0].wait()
+
+    wait_until(lambda: run_status(db, run_id) == "completed", "the run to complete")
+    rows = assert_exactly_once(db, run_id, items)
+    with session_scope(db) as session:
+        taken_over = session.get(Slice, victim[0].id)
+    assert taken_over is not None
+    assert taken_over.status == "done"
+    assert taken_over.attempts >= 2
+    assert (taken_over.worker or "").startswith("local1@")
+    assert all(row.ok for row in rows)
+    db.dispose()
+
+
+def test_whole_pool_and_embedded_broker_killed_then_resume_loses_nothing(
+    start_workers: WorkerStarter, tmp_path: Path
+) -> None:
+    state = tmp_path / ".fleet"
+    db_url = f"sqlite:///{state / 'fleet.db'}"
+    db = make_engine(db_url)
+    broker = EmbeddedBroker(state / "broker")
+    url = broker.__enter__()
+    pool = start_workers(2, broker_url=url, database_url=db_url, extra_env=FAST_RECOVERY)
+    items = 60
+    run_id = start_run(
+        db, url, write_inputs(tmp_path / "in.jsonl", items), model="delay=0.2", slice_size=4
+    )
+    wait_until(lambda: results_stored(db, run_id) >= 10, "some progress", 120)
+    kill_pool(pool)
+    broker.kill()
+    partial = results_stored(db, run_id)
+    assert 0 < partial < items, f"the kill came too late to test anything ({partial})"
+
+    # Start again the way a user would: `fleet resume` on the embedded default.
+    fleet("resume", run_id, "--workers", "2", env=fleet_env(tmp_path), cwd=tmp_path)
+    assert_exactly_once(db, run_id, items)
+    db.dispose()
+
+
+def test_poison_item_that_kills_its_worker_is_quarantined(tmp_path: Path) -> None:
+    inputs = write_inputs(tmp_path / "in.jsonl", 20, marked={7: "CRASH"})
+    env = fleet_env(tmp_path)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [*fleet_command(), "run", str(inputs), "--engine", "echo", "--model",
+         "crash_marker=CRASH", "--max-attempts", "2", "--output", str(out)],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [record["id"] for record in records] == [f"i{n}" for n in range(20)]
+    assert [record["id"] for record in records if not record["success"]] == ["i7"]
+    db = make_engine(f"sqlite:///{tmp_path / '.fleet' / 'fleet.db'}")
+    with session_scope(db) as session:
+        run_id = session.exec(select(Run.id)).one()
+        poison = session.exec(
+            select(Result).where(Result.run_id == run_id, col(Result.ok).is_(False))
+        ).one()
+    assert poison.error_kind == QUARANTINED
+    assert "tried 2 times" in (poison.error_message or "")
+    assert_exactly_once(db, run_id, 20)
+    db.dispose()
+
+
+def fleet_command() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "producer"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_redis_server(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
+         "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis.Redis(port=port, socket_connect_timeout=0.5)
+    wait_until(lambda: _pings(client), "redis-server to answer", 20)
+    return server
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def test_redis_restart_during_a_run_the_run_completes(
+    sqlite_db: tuple[Engine, str], start_workers: WorkerStarter, tmp_path: Path
+) -> None:
+    if subprocess.run(["which", "redis-server"], capture_output=True).returncode:
+        pytest.skip("no redis-server binary")
+    db, db_url = sqlite_db
+    port = free_port()
+    server = start_redis_server(port, tmp_path / "redis")
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        start_workers(2, broker_url=url, database_url=db_url, extra_env=FAST_RECOVERY)
+        items = 40
+        run_id = start_run(
+            db, url, write_inputs(tmp_path / "in.jsonl", items), model="delay=0.2", slice_size=4
+        )
+        wait_until(lambda: results_stored(db, run_id) >= 6, "some progress", 120)
+        server.terminate()  # a clean stop: the AOF holds the queued work orders
+        server.wait(timeout=20)
+        time.sleep(2)
+        assert results_stored(db, run_id) < items, "the restart came too late to test anything"
+        server = start_redis_server(port, tmp_path / "redis")
+        wait_until(lambda: run_status(db, run_id) == "completed", "the run to complete")
+        assert all(row.ok for row in assert_exactly_once(db, run_id, items))
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def test_sigterm_lets_the_slice_in_flight_finish_whole(
+    clean_redis: str, sqlite_db: tuple[Engine, str], start_workers: WorkerStarter, tmp_path: Path
+) -> None:
+    db, db_url = sqlite_db
+    pool = start_workers(1, broker_url=clean_redis, database_url=db_url, extra_env=FAST_RECOVERY)
+    items, slice_size = 24, 6
+    run_id = start_run(
+        db, clean_redis, write_inputs(tmp_path / "in.jsonl", items), model="delay=0.3",
+        slice_size=slice_size,
+    )  # fmt: skip
+    in_flight: list[Slice] = []
+
+    def mid_slice() -> bool:
+        found = running_slice_on(db, run_id, "local0@")
+        in_flight.extend([found] if found else [])
+        return found is not None
+
+    wait_until(mid_slice, "the worker to be in the middle of a slice", 120)
+    pool.processes[0].send_signal(signal.SIGTERM)
+    assert pool.processes[0].wait(timeout=60) == 0
+    with session_scope(db) as session:
+        finished = session.get(Slice, in_flight[0].id)
+        stored = session.execute(
+            select(func.count()).where(Result.slice_id == in_flight[0].id)
+        ).scalar_one()
+    assert finished is not None
+    assert (finished.status, stored) == ("done", slice_size)
+    assert results_stored(db, run_id) < items
+
+    start_workers(1, broker_url=clean_redis, database_url=db_url, extra_env=FAST_RECOVERY)
+    wait_until(lambda: run_status(db, run_id) == "completed", "the run to complete")
+    assert_exactly_once(db, run_id, items)
+
+
+def test_publish_waits_for_a_broker_that_comes_back(
+    sqlite_db: tuple[Engine, str], tmp_path: Path
+) -> None:
+    if subprocess.run(["which", "redis-server"], capture_output=True).returncode:
+        pytest.skip("no redis-server binary")
+    db, _ = sqlite_db
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    config = RunConfig(engine="echo", models=["echo"], slice_size=2)
+    run_id = create_run(
+        db, input_path=write_inputs(tmp_path / "in.jsonl", 10), config=config, queue="fleet"
+    ).run_id
+    servers: list[subprocess.Popen[bytes]] = []
+    # The broker is down when the publish starts, and back two seconds later.
+    comeback = threading.Timer(2.0, lambda: servers.append(start_redis_server(port, tmp_path)))
+    comeback.start()
+    try:
+        assert publish_run(db, create_app(Settings(broker_url=url)), run_id=run_id) == 5
+        comeback.join()
+        assert redis.Redis(port=port).llen("fleet") == 5
+    finally:
+        comeback.join()
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=20)
+
+
+def test_slice_that_keeps_failing_is_retried_then_quarantined(tmp_path: Path) -> None:
+    # An echo option no worker understands: every claim of every slice raises.
+    inputs = write_inputs(tmp_path / "in.jsonl", 10)
+    out = tmp_path / "out"
+    fleet("run", str(inputs), "--engine", "echo", "--model", "no_such_option=1",
+          "--slice-size", "5", "--max-attempts", "2", "--output", str(out),
+          env=fleet_env(tmp_path), cwd=tmp_path)  # fmt: skip
+    db = make_engine(f"sqlite:///{tmp_path / '.fleet' / 'fleet.db'}")
+    with session_scope(db) as session:
+        run_id = session.exec(select(Run.id)).one()
+        attempts = list(session.exec(select(Slice.attempts).where(Slice.run_id == run_id)))
+    rows = assert_exactly_once(db, run_id, 10)
+    assert {row.error_kind for row in rows} == {QUARANTINED}
+    assert all("unknown option" in (row.error_message or "") for row in rows)
+    assert attempts == [2, 2]
+    db.dispose()

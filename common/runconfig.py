@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -36,4 +38,16 @@ class RunConfig(BaseModel):
     generation: Generation = Generation()
     batching: Batching = Batching()
     slice_size: int = Field(default=64, ge=1)
-    dtype: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    #: A prompt too long for the model: ``None`` fails it, ``left``/``right`` truncates.
+    truncate: Literal["left", "right"] | None = None
+    #: JSON Schema the answers must match (``--json-schema`` / ``--pydantic``).
+    output_schema: dict[str, Any] | None = None
+    #: Extra generations of an item whose answer does not match ``output_schema``.
+    retries_on_invalid: int = Field(default=0, ge=0)
+    #: System prompt: every item then goes through the tokenizer's chat template.
+    system: str | None = None
+    #: ``attn_implementation`` passed to transformers (e.g. sdpa, flash_attention_2).
+    attn_implementation: str | None = None
+    #: Run code shipped with a checkpoint; off unless asked.
+    trust_remote_code: bool = False

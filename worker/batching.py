@@ -7,7 +7,14 @@ length together, which wastes the least padding.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+
+def batch_cost(lengths: Sequence[int], max_new_tokens: int) -> int:
+    """Tokens a left-padded batch holds: rows x (longest prompt + new tokens)."""
+    if not lengths:
+        return 0
+    return len(lengths) * (max(lengths) + max_new_tokens)
 
 
 def plan_batches(
@@ -34,3 +41,27 @@ def plan_batches(
     if current:
         batches.append(current)
     return batches
+
+
+def iter_batches(
+    lengths: Mapping[int, int],
+    *,
+    batch_size: int,
+    max_new_tokens: int,
+    budget: Callable[[], int],
+) -> Iterator[list[int]]:
+    """Keys of ``lengths`` in batches, planned like :func:`plan_batches` but re-planned
+    before each batch with the token budget ``budget()`` returns then, so a budget lowered
+    by an out-of-memory applies to the rest of the slice, not only the next one."""
+    pending = list(lengths)
+    while pending:
+        first = plan_batches(
+            [lengths[key] for key in pending],
+            batch_size=batch_size,
+            max_batch_tokens=budget(),
+            max_new_tokens=max_new_tokens,
+        )[0]
+        batch = [pending[position] for position in first]
+        yield batch
+        taken = set(batch)
+        pending = [key for key in pending if key not in taken]

@@ -22,6 +22,9 @@ from common.errors import ConfigError
 from common.runconfig import Batching, Generation, RunConfig
 from common.settings import Settings
 
+#: ``--dtype`` values.
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
 
 @dataclass(frozen=True)
 class JobOptions:
@@ -55,6 +58,30 @@ class JobOptions:
         None
     )
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16.")] = None
+    truncate: Annotated[
+        str | None,
+        typer.Option(
+            help="Too-long prompts: left or right drops that end; unset fails them (too_long)."
+        ),
+    ] = None
+    json_schema: Annotated[
+        Path | None, typer.Option(help="JSON Schema file the answers must match.")
+    ] = None
+    pydantic: Annotated[
+        str | None, typer.Option(help="module:Model whose JSON Schema the answers must match.")
+    ] = None
+    retries_on_invalid: Annotated[
+        int, typer.Option(min=0, help="Extra generations of an answer the schema rejects.")
+    ] = 0
+    system: Annotated[
+        str | None, typer.Option(help="System prompt; items then go through the chat template.")
+    ] = None
+    attn_implementation: Annotated[
+        str | None, typer.Option(help="transformers attn_implementation, e.g. sdpa.")
+    ] = None
+    trust_remote_code: Annotated[
+        bool, typer.Option(help="Run code shipped with the checkpoint (off unless asked).")
+    ] = False
     skip_invalid: Annotated[
         bool,
         typer.Option(help="Enqueue the valid records and record the rejects as failed items."),
@@ -103,12 +130,18 @@ def job_command(command: Callable[..., None]) -> Callable[..., None]:
 
 def run_config(settings: Settings, options: JobOptions) -> RunConfig:
     """The RunConfig a job's options ask for, defaults filled in from the settings."""
+    from producer.output_schema import output_schema
     from worker.engines import ENGINES
 
     if options.engine not in ENGINES:
         raise ConfigError(f"unknown engine {options.engine!r}; known: {', '.join(ENGINES)}")
     if not options.model:
         raise ConfigError("give at least one --model")
+    dtype = options.dtype or settings.dtype
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
+    if options.truncate not in (None, "left", "right"):
+        raise ConfigError(f"--truncate {options.truncate}: expected left or right")
     return RunConfig(
         engine=options.engine,
         models=[_model_ref(options.engine, model) for model in options.model],
@@ -124,7 +157,13 @@ def run_config(settings: Settings, options: JobOptions) -> RunConfig:
             max_batch_tokens=options.max_batch_tokens or settings.max_batch_tokens,
         ),
         slice_size=options.slice_size or settings.slice_size,
-        dtype=options.dtype or settings.dtype,
+        dtype=dtype,
+        truncate=options.truncate,
+        output_schema=output_schema(options.json_schema, options.pydantic),
+        retries_on_invalid=options.retries_on_invalid,
+        system=options.system,
+        attn_implementation=options.attn_implementation,
+        trust_remote_code=options.trust_remote_code,
     )
 
 

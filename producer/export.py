@@ -28,6 +28,7 @@ def record(item: Item, model: str, lane: int, result: Result | None) -> dict[str
         "model": model,
         "lane": lane,
         "answer": result.answer if result else None,
+        "parsed": result.parsed if result else None,
         "inference_time": inference_time,
         "total_time": total_time,
         "tokens_in": result.tokens_in if result else None,

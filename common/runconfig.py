@@ -25,6 +25,8 @@ class Batching(BaseModel):
 
     batch_size: int = Field(default=16, ge=1)
     max_batch_tokens: int = Field(default=32768, ge=1)
+    #: Largest share of a batch's tokens that may be padding (1.0: no cap).
+    max_padding: float = Field(default=0.25, ge=0.0, le=1.0)
 
 
 class RunConfig(BaseModel):

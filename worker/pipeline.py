@@ -97,6 +97,7 @@ def _run_items(
         {index: lengths[index] for index in runnable},
         batch_size=config.batching.batch_size,
         max_new_tokens=params.max_new_tokens,
+        max_padding=config.batching.max_padding,
         # Re-read before every batch: an OOM lowers it for the rest of the slice too.
         budget=lambda: runtime.memory.limit(config.batching.max_batch_tokens),
     )

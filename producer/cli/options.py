@@ -54,6 +54,10 @@ class JobOptions:
         int | None,
         typer.Option(min=1, help="Most tokens per batch (padded prompts + new tokens)."),
     ] = None
+    max_padding: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Largest share of a batch that may be padding."),
+    ] = 0.25
     slice_size: Annotated[int | None, typer.Option(min=1, help="Items per slice (one task).")] = (
         None
     )
@@ -155,6 +159,7 @@ def run_config(settings: Settings, options: JobOptions) -> RunConfig:
         batching=Batching(
             batch_size=options.batch_size or settings.batch_size,
             max_batch_tokens=options.max_batch_tokens or settings.max_batch_tokens,
+            max_padding=options.max_padding,
         ),
         slice_size=options.slice_size or settings.slice_size,
         dtype=dtype,

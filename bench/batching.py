@@ -1,7 +1,8 @@
 """Batching strategies on the demo model: one-by-one vs fixed batches vs token budget.
 
-Run it as ``python -m bench.batching``. Runs the same prompts (the example file: a realistic mix of short and long contexts)
-through the ``hf`` engine on CPU with one torch thread, three ways:
+Run it as ``python -m bench.batching``. It runs the same prompts (the example file: a
+realistic mix of short and long contexts) through the ``hf`` engine on CPU with one
+torch thread, three ways:
 
 - one-by-one: the baseline of the tools our users had;
 - fixed: batches of ``--batch-size`` in input order (lengths mixed, padding wasted);

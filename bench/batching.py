@@ -16,8 +16,8 @@ It also prints why the ratio is what it is: the share of padding each strategy
 computes, and the prefill bound. On a CPU the prompt's forward pass (prefill) is
 compute-bound and costs the same batched or not; batching only amortises the decode
 steps and the per-call overhead. ``prefill_bound`` = one-by-one time / one-by-one time
-with a single new token: no batching strategy can beat it by much, so a length mix
-dominated by long prompts and few new tokens cannot reach a large speed-up.
+with a single new token: a rough ceiling (batched prefill is only somewhat more efficient
+than one-by-one), low for a length mix dominated by long prompts and few new tokens.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def main() -> None:
     prefill_bound = one["seconds"] / prefill_s
     print(
         f"prefill alone (one-by-one, 1 new token): {prefill_s:.1f} s = "
-        f"{prefill_s / one['seconds']:.0%} of one-by-one; bound on any speed-up "
+        f"{prefill_s / one['seconds']:.0%} of one-by-one; rough ceiling "
         f"~{prefill_bound:.2f}x"
     )
     ratios = {

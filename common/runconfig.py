@@ -40,6 +40,9 @@ class RunConfig(BaseModel):
     generation: Generation = Generation()
     batching: Batching = Batching()
     slice_size: int = Field(default=64, ge=1)
+    #: Slices group items of similar prompt length (longest first); results stay in
+    #: input order.
+    sort_by_length: bool = False
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     #: A prompt too long for the model: ``None`` fails it, ``left``/``right`` truncates.
     truncate: Literal["left", "right"] | None = None

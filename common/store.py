@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, exists, insert, update
+from sqlalchemy import delete, exists, func, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
@@ -180,3 +180,24 @@ def reopen_slices(session: Session, *, run_id: str) -> list[int]:
             update(Slice).where(col(Slice.id).in_(ids)).values(status=SliceStatus.pending.value)
         )
     return [slice_id for slice_id in ids if slice_id is not None]
+
+
+def order_items_by_length(session: Session, *, run_id: str) -> None:
+    """Give every item of the run its ``slice_pos``: longest prompt first (characters),
+    ties in input order. One statement, run in the enqueue transaction."""
+    ranked = (
+        select(
+            col(Item.id).label("item_id"),
+            (
+                func.row_number().over(
+                    order_by=(func.length(func.coalesce(Item.prompt, "")).desc(), col(Item.seq))
+                )
+                - 1
+            ).label("position"),
+        )
+        .where(Item.run_id == run_id)
+        .subquery()
+    )
+    session.execute(
+        update(Item).where(col(Item.id) == ranked.c.item_id).values(slice_pos=ranked.c.position)
+    )

@@ -20,7 +20,14 @@ from common.db import session_scope
 from common.errors import InputError, InvalidInputFile
 from common.models import Item, Lane, Run, utcnow
 from common.runconfig import RunConfig
-from common.store import insert_items, insert_run, insert_slices, save_results, set_run_counts
+from common.store import (
+    insert_items,
+    insert_run,
+    insert_slices,
+    order_items_by_length,
+    save_results,
+    set_run_counts,
+)
 from producer.inputs import InputRecord, RecordReader, Rejected
 from producer.slicing import cut
 
@@ -83,6 +90,8 @@ def create_run(
                 str(input_path), [InputError(str(input_path), 0, "no records in the file")], 1
             )
         _fail_rejects(session, run_id, len(config.models))
+        if config.sort_by_length:
+            order_items_by_length(session, run_id=run_id)
         ranges = cut(count, config.slice_size)
         insert_slices(
             session,
@@ -93,6 +102,7 @@ def create_run(
                     "index": index,
                     "seq_start": start,
                     "seq_end": end,
+                    "by_length": config.sort_by_length,
                 }
                 for lane in range(len(config.models))
                 for index, (start, end) in enumerate(ranges)

@@ -61,6 +61,10 @@ class JobOptions:
     slice_size: Annotated[int | None, typer.Option(min=1, help="Items per slice (one task).")] = (
         None
     )
+    sort_by_length: Annotated[
+        bool,
+        typer.Option(help="Slices group prompts of similar length; output stays in input order."),
+    ] = False
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16.")] = None
     truncate: Annotated[
         str | None,
@@ -162,6 +166,7 @@ def run_config(settings: Settings, options: JobOptions) -> RunConfig:
             max_padding=options.max_padding,
         ),
         slice_size=options.slice_size or settings.slice_size,
+        sort_by_length=options.sort_by_length,
         dtype=dtype,
         truncate=options.truncate,
         output_schema=output_schema(options.json_schema, options.pydantic),

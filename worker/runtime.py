@@ -62,6 +62,8 @@ class WorkerRuntime:
         if self._engine is None or self._engine_key != key:
             self._engine = None
             gc.collect()
+            # What fitted in memory was learned for the model in hand, not for this one.
+            self.memory = MemoryBudget(guard_tokens=self.memory.guard_tokens)
             self._engine = load_engine(
                 name,
                 model,

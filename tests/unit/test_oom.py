@@ -108,3 +108,21 @@ def test_echo_oom_option_validated(spec: str) -> None:
 
     with pytest.raises(ConfigError, match="oom_above"):
         EchoEngine.from_spec(spec)
+
+
+def test_runtime_forgets_the_budget_when_the_model_changes() -> None:
+    from sqlalchemy import create_engine
+
+    from common.settings import Settings
+    from worker.runtime import WorkerRuntime
+
+    runtime = WorkerRuntime(
+        settings=Settings(), db=create_engine("sqlite://"), memory=MemoryBudget(guard_tokens=99)
+    )
+    runtime.engine_for("echo", "echo", "auto")
+    runtime.memory.record_oom(40)
+    runtime.engine_for("echo", "echo", "auto")  # the same model: the budget stays
+    assert runtime.memory.limit(1000) == 20
+    runtime.engine_for("echo", "delay=0", "auto")
+    assert runtime.memory.limit(1000) == 1000
+    assert runtime.memory.guard_tokens == 99

@@ -1,14 +1,23 @@
 """Batching strategies on the demo model: one-by-one vs fixed batches vs token budget.
 
-Runs the same prompts (the example file: a realistic mix of short and long contexts)
-through the ``hf`` engine on CPU with one torch thread, three ways:
+Run it as ``python -m bench.batching``. It runs the same prompts (the example file: a
+realistic mix of short and long contexts) through the ``hf`` engine on CPU with one
+torch thread, three ways:
 
 - one-by-one: the baseline of the tools our users had;
 - fixed: batches of ``--batch-size`` in input order (lengths mixed, padding wasted);
-- budget: longest first, packed by ``--max-batch-tokens`` (what the workers do).
+- budget: longest first, packed by ``--max-batch-tokens`` with the run's padding cap
+  ``--max-padding`` (what the workers do).
 
 Prints items/s and tokens/s for each and the ratios to one-by-one, and writes them as
 JSON (``--output``). Figures, never assertions: this machine is small and noisy.
+
+It also prints why the ratio is what it is: the share of padding each strategy
+computes, and the prefill bound. On a CPU the prompt's forward pass (prefill) is
+compute-bound and costs the same batched or not; batching only amortises the decode
+steps and the per-call overhead. ``prefill_bound`` = one-by-one time / one-by-one time
+with a single new token: a rough ceiling (batched prefill is only somewhat more efficient
+than one-by-one), low for a length mix dominated by long prompts and few new tokens.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from common.runconfig import Batching
 from producer.demo_model import build_demo_model
 from producer.inputs import InputRecord, RecordReader
 from worker.batching import plan_batches
@@ -34,6 +44,13 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "contexts.jsonl"
 def prompts_of(path: Path, limit: int) -> list[str]:
     records = [entry for entry in RecordReader(path) if isinstance(entry, InputRecord)]
     return [record.prompt for record in records[:limit]]
+
+
+def padding_share(batches: list[list[int]], lengths: list[int]) -> float:
+    """Fraction of the prompt tokens computed that are padding."""
+    real = sum(lengths[index] for batch in batches for index in batch)
+    padded = sum(len(batch) * max(lengths[index] for index in batch) for batch in batches)
+    return 1 - real / padded
 
 
 def timed(name: str, batches: list[list[int]], run: Callable[[list[int]], int]) -> dict[str, float]:
@@ -61,6 +78,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-batch-tokens", type=int, default=16384)
     parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--max-padding", type=float, default=Batching().max_padding)
     parser.add_argument("--output", type=Path, default=Path("bench/results/batching.json"))
     args = parser.parse_args()
 
@@ -76,24 +94,41 @@ def main() -> None:
         return sum(completion.tokens_out for completion in completions)
 
     print(
-        f"{len(prompts)} prompts, {min(lengths)}-{max(lengths)} tokens, "
+        f"{len(prompts)} prompts, {min(lengths)}-{max(lengths)} tokens "
+        f"(mean {sum(lengths) / len(lengths):.0f}), "
         f"{args.max_new_tokens} new tokens each, 1 torch thread"
     )
-    one = timed("one-by-one", [[index] for index in range(len(prompts))], run)
+    engine.generate(prompts[:2], params)  # warm-up: first-call allocations out of the timing
+    singles = [[index] for index in range(len(prompts))]
+    one = timed("one-by-one", singles, run)
     fixed_batches = [
         list(range(start, min(start + args.batch_size, len(prompts))))
         for start in range(0, len(prompts), args.batch_size)
     ]
     fixed = timed("fixed", fixed_batches, run)
-    budget = timed(
-        "budget",
-        plan_batches(
-            lengths,
-            batch_size=args.batch_size,
-            max_batch_tokens=args.max_batch_tokens,
-            max_new_tokens=args.max_new_tokens,
-        ),
-        run,
+    budget_batches = plan_batches(
+        lengths,
+        batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
+        max_new_tokens=args.max_new_tokens,
+        max_padding=args.max_padding,
+    )
+    budget = timed("budget", budget_batches, run)
+    fixed["padding_share"] = padding_share(fixed_batches, lengths)
+    budget["padding_share"] = padding_share(budget_batches, lengths)
+    print(
+        f"padding share: fixed {fixed['padding_share']:.0%}, budget {budget['padding_share']:.0%}"
+    )
+    prefill_params = GenerationParams(max_new_tokens=1)
+    started = time.perf_counter()
+    for index in range(len(prompts)):
+        engine.generate([prompts[index]], prefill_params)
+    prefill_s = time.perf_counter() - started
+    prefill_bound = one["seconds"] / prefill_s
+    print(
+        f"prefill alone (one-by-one, 1 new token): {prefill_s:.1f} s = "
+        f"{prefill_s / one['seconds']:.0%} of one-by-one; rough ceiling "
+        f"~{prefill_bound:.2f}x"
     )
     ratios = {
         "fixed_vs_one_by_one": fixed["items_per_s"] / one["items_per_s"],
@@ -110,6 +145,8 @@ def main() -> None:
                 "one_by_one": one,
                 "fixed": fixed,
                 "budget": budget,
+                "prefill_one_by_one_s": prefill_s,
+                "prefill_bound": prefill_bound,
                 "ratios": ratios,
             },
             indent=2,

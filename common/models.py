@@ -79,12 +79,16 @@ class Item(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("run_id", "seq"),
         Index("ix_item_run_custom_id", "run_id", "custom_id"),
+        Index("ix_item_run_slice_pos", "run_id", "slice_pos"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: str = Field(foreign_key="run.id", max_length=32)
     #: 0-based position among the run's items; slices are ranges of it.
     seq: int
+    #: With ``--sort-by-length``: the position in the slicing order (longest prompt
+    #: first), which the run's slices are ranges of instead of ``seq``.
+    slice_pos: int | None = None
     custom_id: str
     dataset: str = Field(default="default", max_length=200)
     #: 1-based line of the source file, for error messages.
@@ -111,6 +115,8 @@ class Slice(SQLModel, table=True):
     seq_start: int
     #: Exclusive end of the range.
     seq_end: int
+    #: The range is over ``Item.slice_pos`` (``--sort-by-length``), not ``Item.seq``.
+    by_length: bool = False
     status: str = Field(default=SliceStatus.pending.value, max_length=16)
     attempts: int = 0
     worker: str | None = None

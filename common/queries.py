@@ -136,13 +136,15 @@ def open_items(session: Session, *, slice_row: Slice) -> list[Item]:
         Result.item_id == Item.id,
         Result.lane_index == slice_row.lane_index,
     )
+    # A --sort-by-length run's slices are ranges of the slicing order, not of seq.
+    position = col(Item.slice_pos) if slice_row.by_length else col(Item.seq)
     return list(
         session.exec(
             select(Item)
             .where(
                 Item.run_id == slice_row.run_id,
-                Item.seq >= slice_row.seq_start,
-                Item.seq < slice_row.seq_end,
+                position >= slice_row.seq_start,
+                position < slice_row.seq_end,
                 ~answered.exists(),
             )
             .order_by(col(Item.seq))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +30,8 @@ class Batching(BaseModel):
 
     batch_size: int = Field(default=16, ge=1)
     max_batch_tokens: int = Field(default=32768, ge=1)
+    #: Largest share of a batch's tokens that may be padding (1.0: no cap).
+    max_padding: float = Field(default=0.25, ge=0.0, le=1.0)
 
 
 class RunConfig(BaseModel):
@@ -43,7 +45,6 @@ class RunConfig(BaseModel):
     generation: Generation = Generation()
     batching: Batching = Batching()
     slice_size: int = Field(default=64, ge=1)
-    dtype: str = "auto"
     #: Every model runs under every permutation: lanes = models x permutations.
     permutations: list[str] = Field(default_factory=lambda: [IDENTITY])
     #: Evaluation (see common/scoring.py and common/evaluation.py).
@@ -63,3 +64,19 @@ class RunConfig(BaseModel):
 
     #: Times an item may be handed to an engine before it is quarantined.
     max_attempts: int = Field(default=3, ge=1)
+    #: Slices group items of similar prompt length (longest first); results stay in
+    #: input order.
+    sort_by_length: bool = False
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    #: A prompt too long for the model: ``None`` fails it, ``left``/``right`` truncates.
+    truncate: Literal["left", "right"] | None = None
+    #: JSON Schema the answers must match (``--json-schema`` / ``--pydantic``).
+    output_schema: dict[str, Any] | None = None
+    #: Extra generations of an item whose answer does not match ``output_schema``.
+    retries_on_invalid: int = Field(default=0, ge=0)
+    #: System prompt: every item then goes through the tokenizer's chat template.
+    system: str | None = None
+    #: ``attn_implementation`` passed to transformers (e.g. sdpa, flash_attention_2).
+    attn_implementation: str | None = None
+    #: Run code shipped with a checkpoint; off unless asked.
+    trust_remote_code: bool = False

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import field_validator, model_validator
+from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.errors import ConfigError
@@ -61,6 +61,21 @@ class Settings(BaseSettings):
     #: Torch dtype for the ``hf`` engine: auto, float32, bfloat16, float16.
     dtype: str = "auto"
 
+    #: Host-memory guard: a batch costing more tokens than this (padded prompts + new
+    #: tokens) is treated as out of memory and halved, as a CUDA OOM would be.
+    memory_guard_tokens: int | None = None
+
+    #: Base URL of an OpenAI-compatible server for ``--engine openai`` (ends in ``/v1``).
+    openai_base_url: str | None = None
+    #: Its API key; from the environment only, never the command line.
+    openai_api_key: SecretStr | None = None
+    #: Requests in flight at once per worker process.
+    openai_concurrency: int = 8
+    #: Seconds one request may take.
+    openai_timeout_s: float = 120.0
+    #: Tries per request on 429, 5xx and timeouts (exponential backoff between them).
+    openai_max_attempts: int = 5
+
     @field_validator("broker_url")
     @classmethod
     def _broker_scheme(cls, value: str | None) -> str | None:
@@ -79,16 +94,17 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         return value
 
-    @field_validator("slice_size", "batch_size", "max_batch_tokens", "max_new_tokens")
+    @field_validator(
+        "slice_size",
+        "batch_size",
+        "max_batch_tokens",
+        "max_new_tokens",
+        "openai_concurrency",
+        "openai_max_attempts",
+        "max_attempts",
+    )
     @classmethod
     def _positive(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError("must be at least 1")
-        return value
-
-    @field_validator("max_attempts")
-    @classmethod
-    def _at_least_one(cls, value: int) -> int:
         if value < 1:
             raise ValueError("must be at least 1")
         return value
@@ -98,6 +114,20 @@ class Settings(BaseSettings):
     def _not_negative(cls, value: int) -> int:
         if value < 0:
             raise ValueError("must be 0 (off) or more seconds")
+        return value
+
+    @field_validator("memory_guard_tokens")
+    @classmethod
+    def _positive_or_unset(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("openai_timeout_s")
+    @classmethod
+    def _positive_seconds(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError("must be above 0 seconds")
         return value
 
     @field_validator("slice_time_limit")

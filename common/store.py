@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, insert, update
+from sqlalchemy import delete, exists, func, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
@@ -275,7 +275,7 @@ def reopen_failed(session: Session, *, run_id: str, kinds: Sequence[str] | None)
     ``pending`` and the run to ``running``. Returns how many results were reopened.
     """
     failed = (
-        select(Result.id, Result.item_id, Result.lane_index, Item.seq)
+        select(Result.id, Result.item_id, Result.lane_index, Result.slice_id)
         .join(Item, col(Item.id) == col(Result.item_id))
         .where(
             Result.run_id == run_id,
@@ -289,7 +289,7 @@ def reopen_failed(session: Session, *, run_id: str, kinds: Sequence[str] | None)
     if not rows:
         return 0
     session.execute(delete(Result).where(col(Result.id).in_([row[0] for row in rows])))
-    for _, item_id, lane_index, seq in rows:
+    for _, item_id, lane_index, _ in rows:
         session.execute(
             delete(Attempt).where(
                 col(Attempt.run_id) == run_id,
@@ -297,16 +297,14 @@ def reopen_failed(session: Session, *, run_id: str, kinds: Sequence[str] | None)
                 col(Attempt.lane_index) == lane_index,
             )
         )
-        session.execute(
-            update(Slice)
-            .where(
-                col(Slice.run_id) == run_id,
-                col(Slice.lane_index) == lane_index,
-                col(Slice.seq_start) <= seq,
-                col(Slice.seq_end) > seq,
-            )
-            .values(status=SliceStatus.pending.value, finished_at=None)
-        )
+    # The slice that wrote a result is the one holding its item in that lane (by
+    # input order or, with --sort-by-length, by prompt length).
+    slice_ids = {row[3] for row in rows if row[3] is not None}
+    session.execute(
+        update(Slice)
+        .where(col(Slice.id).in_(slice_ids))
+        .values(status=SliceStatus.pending.value, finished_at=None)
+    )
     session.execute(
         update(Run)
         .where(col(Run.id) == run_id)
@@ -325,4 +323,25 @@ def beat(session: Session, *, name: str, booted_at: datetime) -> None:
         statement.on_conflict_do_update(
             index_elements=["name"], set_={"booted_at": booted_at, "seen_at": now}
         )
+    )
+
+
+def order_items_by_length(session: Session, *, run_id: str) -> None:
+    """Give every item of the run its ``slice_pos``: longest prompt first (characters),
+    ties in input order. One statement, run in the enqueue transaction."""
+    ranked = (
+        select(
+            col(Item.id).label("item_id"),
+            (
+                func.row_number().over(
+                    order_by=(func.length(func.coalesce(Item.prompt, "")).desc(), col(Item.seq))
+                )
+                - 1
+            ).label("position"),
+        )
+        .where(Item.run_id == run_id)
+        .subquery()
+    )
+    session.execute(
+        update(Item).where(col(Item.id) == ranked.c.item_id).values(slice_pos=ranked.c.position)
     )

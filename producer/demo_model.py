@@ -58,6 +58,13 @@ Chapter one. It was a cold bright day in April, and the clocks were striking thi
 """
 
 
+#: A minimal chat format: ``<|role|>`` headers, then the assistant's turn opened.
+DEMO_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
 def build_demo_model(target: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
     """Build the demo model and tokenizer into ``target`` (created if needed); return it.
 
@@ -127,6 +134,8 @@ def build_demo_model(target: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
         bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=pad_id, do_sample=False
     )
 
+    # A chat template, so that chat items (``messages``, ``--system``) work on the demo too.
+    tokenizer.chat_template = DEMO_CHAT_TEMPLATE
     model.save_pretrained(target, safe_serialization=True)
     tokenizer.save_pretrained(target)
     return target

@@ -21,7 +21,14 @@ from common.db import session_scope
 from common.errors import ConfigError, InputError, InvalidInputFile
 from common.models import Item, Lane, Run, utcnow
 from common.runconfig import RunConfig
-from common.store import insert_items, insert_run, insert_slices, save_results, set_run_counts
+from common.store import (
+    insert_items,
+    insert_run,
+    insert_slices,
+    order_items_by_length,
+    save_results,
+    set_run_counts,
+)
 from producer.datasets import (
     DEFAULT_DATASET,
     Dataset,
@@ -105,6 +112,8 @@ def create_run(
             count += added
             error_total += dataset_errors
         _fail_rejects(session, run_id, len(lanes))
+        if config.sort_by_length:
+            order_items_by_length(session, run_id=run_id)
         ranges = cut(count, config.slice_size)
         insert_slices(
             session,
@@ -115,6 +124,7 @@ def create_run(
                     "index": index,
                     "seq_start": start,
                     "seq_end": end,
+                    "by_length": config.sort_by_length,
                 }
                 for lane in range(len(lanes))
                 for index, (start, end) in enumerate(ranges)

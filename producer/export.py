@@ -34,6 +34,7 @@ def record(
         "lane": lane,
         "permutation": permutation,
         "answer": result.answer if result else None,
+        "parsed": result.parsed if result else None,
         "inference_time": inference_time,
         "total_time": total_time,
         "tokens_in": result.tokens_in if result else None,

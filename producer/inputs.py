@@ -1,8 +1,9 @@
 """Reading input JSONL: streamed line by line, every record validated.
 
-Two record shapes are understood: seed 002's contexts records (``id``, ``query``,
-``context`` and any extra fields, which are kept and passed through) and plain
-``{"id", "prompt"}``. A ``--template`` builds the prompt from any fields.
+Three record shapes are understood: seed 002's contexts records (``id``, ``query``,
+``context`` and any extra fields, which are kept and passed through), plain
+``{"id", "prompt"}`` and chat ``{"id", "messages": [{"role", "content"}...]}``.
+A ``--template`` builds the prompt from any fields.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from common.errors import InputError
 from producer.templates import MissingField, render, template_fields
 
 _BOM = b"\xef\xbb\xbf"
+
+#: Roles a chat record's ``messages`` may use.
+CHAT_ROLES = ("system", "user", "assistant")
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,8 @@ class RecordReader:
                 raise self._fail(
                     line_no, "named by the template but missing", missing.field
                 ) from None
+        if "messages" in record:
+            return self._messages(line_no, record["messages"])
         if "prompt" in record:
             if not isinstance(record["prompt"], str):
                 raise self._fail(line_no, "must be a string", "prompt")
@@ -135,6 +141,28 @@ class RecordReader:
         raise self._fail(
             line_no, "missing (or give 'context' and 'query', or a --template)", "prompt"
         )
+
+    def _messages(self, line_no: int, messages: Any) -> str:
+        """Check a chat record's ``messages``; the prompt kept for display is their text.
+
+        The worker renders the messages themselves through the model's chat template.
+        """
+        if not isinstance(messages, list) or not messages:
+            raise self._fail(line_no, "must be a non-empty list of {role, content}", "messages")
+        for position, message in enumerate(messages):
+            where = f"messages[{position}]"
+            if not isinstance(message, dict):
+                raise self._fail(line_no, "must be an object with role and content", where)
+            role = message.get("role")
+            if role not in CHAT_ROLES:
+                raise self._fail(
+                    line_no,
+                    f"must be one of {', '.join(CHAT_ROLES)}, got {role!r}",
+                    where + ".role",
+                )
+            if not isinstance(message.get("content"), str):
+                raise self._fail(line_no, "must be a string", where + ".content")
+        return "\n".join(f"{message['role']}: {message['content']}" for message in messages)
 
     def _reference(self, line_no: int, record: dict[str, Any]) -> str | None:
         if self.reference_field is None:

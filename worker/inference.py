@@ -1,8 +1,11 @@
-"""One batch through the engine, with a bad item isolated by bisection.
+"""One batch through the engine, with out-of-memory back-off and poison isolation.
 
-When a batch raises, it is split in two and each half retried, down to single
-items: only the items that fail alone are recorded as failed; the rest of the
-batch gets its answers. One poison item costs O(log n) extra calls, not the batch.
+When a batch runs out of memory, the cache is freed, the cost is remembered on the
+process's :class:`~worker.oom.MemoryBudget` and the batch is halved and retried; an
+item that does not fit alone fails with ``error_kind=oom``. When a batch raises
+anything else it is bisected the same way, down to single items: only the items that
+fail alone are recorded as failed and the rest get their answers. One poison item
+costs O(log n) extra calls, not the batch.
 """
 
 from __future__ import annotations
@@ -10,13 +13,19 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from worker.engines import Completion, Engine, GenerationParams
+from worker.batching import batch_cost
+from worker.engines import Completion, Engine, GenerationParams, ItemError, PartialFailure
+from worker.oom import MemoryBudget, free_memory, is_out_of_memory
 
 #: Longest error message stored on a Result.
 MAX_ERROR_CHARS = 2000
+
+#: ``Result.error_kind`` of an item that ran out of memory even alone.
+OOM = "oom"
 
 
 @dataclass(frozen=True)
@@ -28,19 +37,37 @@ class Outcome:
     batch_size: int
     error_kind: str | None = None
     error_message: str | None = None
+    #: The validated object of a structured-output run.
+    parsed: Any = None
 
 
 def error_kind(error: BaseException) -> str:
-    """A short name for what went wrong: ``oom`` for out of memory, else ``engine``."""
-    return "oom" if type(error).__name__ == "OutOfMemoryError" else "engine"
+    """A short name for what went wrong: ``oom`` for out of memory, else the engine's own
+    ``error_kind`` attribute (remote engines: ``api``, ``rate_limit``...), else ``engine``."""
+    if is_out_of_memory(error):
+        return OOM
+    kind = getattr(error, "error_kind", None)
+    return kind if isinstance(kind, str) else "engine"
 
 
 def generate_isolated(
-    engine: Engine, prompts: Sequence[str], params: GenerationParams
+    engine: Engine,
+    prompts: Sequence[str],
+    params: GenerationParams,
+    *,
+    lengths: Sequence[int] | None = None,
+    memory: MemoryBudget | None = None,
 ) -> list[Outcome]:
-    """One Outcome per prompt, in order; a failing batch is bisected to its bad items."""
+    """One Outcome per prompt, in order; a failing batch is halved down to its bad items.
+
+    ``lengths`` (prompt tokens) give each attempt's cost for ``memory``; without them
+    the budget is not updated.
+    """
+    cost = batch_cost(lengths, params.max_new_tokens) if lengths is not None else None
     started = time.perf_counter()
     try:
+        if memory is not None and cost is not None:
+            memory.check(cost)
         completions = engine.generate(prompts, params)
         if len(completions) != len(prompts):
             raise RuntimeError(
@@ -48,14 +75,53 @@ def generate_isolated(
             )
     except SoftTimeLimitExceeded:
         raise
+    except PartialFailure as partial:
+        # A remote engine's per-request errors: already per item, nothing to bisect.
+        elapsed = time.perf_counter() - started
+        return [_partial_outcome(result, elapsed, len(prompts)) for result in partial.results]
     except Exception as error:  # noqa: BLE001  (any engine failure is isolated, not fatal)
         elapsed = time.perf_counter() - started
+        if is_out_of_memory(error):
+            free_memory()
+            if memory is not None and cost is not None:
+                memory.record_oom(cost)
         if len(prompts) == 1:
             message = f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
             return [Outcome(None, elapsed, 1, error_kind(error), message)]
-        middle = len(prompts) // 2
-        return generate_isolated(engine, prompts[:middle], params) + generate_isolated(
-            engine, prompts[middle:], params
-        )
+        return _halves(engine, prompts, params, lengths, memory)
     elapsed = time.perf_counter() - started
+    if memory is not None and cost is not None:
+        memory.record_fit(cost)
     return [Outcome(completion, elapsed, len(prompts)) for completion in completions]
+
+
+def _halves(
+    engine: Engine,
+    prompts: Sequence[str],
+    params: GenerationParams,
+    lengths: Sequence[int] | None,
+    memory: MemoryBudget | None,
+) -> list[Outcome]:
+    """Each half of a failed batch, run on its own."""
+    middle = len(prompts) // 2
+    first = generate_isolated(
+        engine,
+        prompts[:middle],
+        params,
+        lengths=lengths[:middle] if lengths is not None else None,
+        memory=memory,
+    )
+    second = generate_isolated(
+        engine,
+        prompts[middle:],
+        params,
+        lengths=lengths[middle:] if lengths is not None else None,
+        memory=memory,
+    )
+    return first + second
+
+
+def _partial_outcome(result: Completion | ItemError, elapsed: float, size: int) -> Outcome:
+    if isinstance(result, ItemError):
+        return Outcome(None, elapsed, size, result.error_kind, result.message[:MAX_ERROR_CHARS])
+    return Outcome(result, elapsed, size)

@@ -18,14 +18,13 @@ from common.queries import open_items
 from common.runconfig import RunConfig
 from common.store import begin_finalize, claim_slice, finish_slice, save_results
 from worker.attempts import AttemptGuard, screen_items
-from worker.batching import plan_batches
+from worker.batching import iter_batches
 from worker.engines import Engine, GenerationParams
 from worker.inference import Outcome, generate_isolated
 from worker.lanes import answer_score, lane_prompts
+from worker.prompting import prepare
 from worker.runtime import WorkerRuntime
-
-#: ``Result.error_kind`` of a prompt that cannot fit the model's context.
-TOO_LONG = "too_long"
+from worker.structured import validate_outcomes
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,13 @@ def process_slice(runtime: WorkerRuntime, order: SliceOrder, *, worker: str) -> 
     """Run every open item of the slice; True in the outcome if this finished the run."""
     work = _claim(runtime, order, worker)
     if work is not None and work.items:
-        engine = runtime.engine_for(work.config.engine, work.lane.model, work.config.dtype)
+        engine = runtime.engine_for(
+            work.config.engine,
+            work.lane.model,
+            work.config.dtype,
+            attn_implementation=work.config.attn_implementation,
+            trust_remote_code=work.config.trust_remote_code,
+        )
         _run_items(runtime, engine, work, order.slice_id, worker)
     if work is not None:
         with session_scope(runtime.db) as session:
@@ -86,30 +91,62 @@ def _claim(runtime: WorkerRuntime, order: SliceOrder, worker: str) -> _Work | No
 def _run_items(
     runtime: WorkerRuntime, engine: Engine, work: _Work, slice_id: int, worker: str
 ) -> None:
-    generation = work.config.generation
-    params = GenerationParams(**generation.model_dump())
-    prompts = lane_prompts(work.config, work.lane.permutation, work.items)
-    lengths = engine.count_tokens(prompts)
-    fits = [length + params.max_new_tokens <= engine.max_context for length in lengths]
-    too_long = [index for index, ok in enumerate(fits) if not ok]
-    if too_long:
-        message = f"prompt plus max_new_tokens exceeds the model's {engine.max_context} tokens"
-        outcomes = [Outcome(None, 0.0, 0, TOO_LONG, message) for _ in too_long]
-        _store(runtime, work, slice_id, worker, too_long, outcomes, lengths)
-    runnable = [index for index, ok in enumerate(fits) if ok]
-    batches = plan_batches(
-        [lengths[index] for index in runnable],
-        batch_size=work.config.batching.batch_size,
-        max_batch_tokens=work.config.batching.max_batch_tokens,
+    config = work.config
+    params = GenerationParams(**config.generation.model_dump())
+    texts = lane_prompts(config, work.lane.permutation, work.items)
+    prepared = prepare(
+        engine, [(item.payload, text) for item, text in zip(work.items, texts, strict=True)], config
+    )
+    prompts, lengths = prepared.prompts, prepared.lengths
+    if prepared.failed:
+        indexes = sorted(prepared.failed)
+        outcomes = [Outcome(None, 0.0, 0, *prepared.failed[index]) for index in indexes]
+        _store(runtime, work, slice_id, worker, indexes, outcomes, lengths)
+    runnable = prepared.runnable
+    batches = iter_batches(
+        {index: lengths[index] for index in runnable},
+        batch_size=config.batching.batch_size,
         max_new_tokens=params.max_new_tokens,
+        max_padding=config.batching.max_padding,
+        # Re-read before every batch: an OOM lowers it for the rest of the slice too.
+        budget=lambda: runtime.memory.limit(config.batching.max_batch_tokens),
     )
     for batch in batches:
-        for indexes in work.guard.groups([runnable[position] for position in batch]):
+        for indexes in work.guard.groups(batch):
             if not work.guard.begin(runtime.db, indexes):
                 return  # the run was cancelled: hand the engine nothing more
             with work.guard.recording(runtime.db, indexes):
-                outcomes = generate_isolated(engine, [prompts[index] for index in indexes], params)
+                outcomes = _answer(runtime, engine, config, params, prompts, lengths, indexes)
             _store(runtime, work, slice_id, worker, indexes, outcomes, lengths)
+
+
+def _answer(
+    runtime: WorkerRuntime,
+    engine: Engine,
+    config: RunConfig,
+    params: GenerationParams,
+    prompts: list[str],
+    lengths: list[int],
+    indexes: list[int],
+) -> list[Outcome]:
+    """The items' outcomes: failing items isolated, OOM backed off, output checked."""
+
+    def generate(positions: list[int]) -> list[Outcome]:
+        chosen = [indexes[position] for position in positions]
+        return generate_isolated(
+            engine,
+            [prompts[index] for index in chosen],
+            params,
+            lengths=[lengths[index] for index in chosen],
+            memory=runtime.memory,
+        )
+
+    outcomes = generate(list(range(len(indexes))))
+    if config.output_schema is not None:
+        outcomes = validate_outcomes(
+            outcomes, config.output_schema, retries=config.retries_on_invalid, regenerate=generate
+        )
+    return outcomes
 
 
 def _store(
@@ -131,14 +168,15 @@ def _store(
                 "item_id": work.items[index].id,
                 "lane_index": work.lane.index,
                 "slice_id": slice_id,
-                "ok": completion is not None,
+                "ok": completion is not None and outcome.error_kind is None,
                 "answer": completion.text if completion else None,
                 "score": answer_score(
                     work.config,
                     work.lane.permutation,
                     work.items[index],
-                    completion.text if completion else None,
+                    completion.text if completion and outcome.error_kind is None else None,
                 ),
+                "parsed": outcome.parsed,
                 "latency_s": outcome.latency_s,
                 "tokens_in": completion.tokens_in if completion else lengths[index],
                 "tokens_out": completion.tokens_out if completion else 0,

@@ -17,6 +17,7 @@ from sqlalchemy import Engine as Database
 from common.db import make_engine
 from common.settings import Settings
 from worker.engines import Engine, load_engine
+from worker.oom import MemoryBudget
 
 
 @dataclass
@@ -25,7 +26,9 @@ class WorkerRuntime:
     db: Database
     #: How many times this process loaded a model (a reload shows up here).
     loads: int = 0
-    _engine_key: tuple[str, str, str] | None = field(default=None, repr=False)
+    #: What this process learned about the batches that fit in memory (OOM back-off).
+    memory: MemoryBudget = field(default_factory=MemoryBudget)
+    _engine_key: tuple[object, ...] | None = field(default=None, repr=False)
     _engine: Engine | None = field(default=None, repr=False)
 
     @classmethod
@@ -34,20 +37,41 @@ class WorkerRuntime:
             import torch
 
             torch.set_num_threads(settings.torch_threads)
-        return cls(settings=settings, db=make_engine(settings.sqlalchemy_url))
+        return cls(
+            settings=settings,
+            db=make_engine(settings.sqlalchemy_url),
+            memory=MemoryBudget(guard_tokens=settings.memory_guard_tokens),
+        )
 
     @property
     def gpu_group(self) -> str:
         """The GPUs this process was pinned to, or ``cpu``."""
         return os.environ.get("CUDA_VISIBLE_DEVICES") or "cpu"
 
-    def engine_for(self, name: str, model: str, dtype: str) -> Engine:
+    def engine_for(
+        self,
+        name: str,
+        model: str,
+        dtype: str,
+        *,
+        attn_implementation: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> Engine:
         """The engine for ``model``, loading it only when it is not the one in hand."""
-        key = (name, model, dtype)
+        key = (name, model, dtype, attn_implementation, trust_remote_code)
         if self._engine is None or self._engine_key != key:
             self._engine = None
             gc.collect()
-            self._engine = load_engine(name, model, dtype=dtype)
+            # What fitted in memory was learned for the model in hand, not for this one.
+            self.memory = MemoryBudget(guard_tokens=self.memory.guard_tokens)
+            self._engine = load_engine(
+                name,
+                model,
+                dtype=dtype,
+                attn_implementation=attn_implementation,
+                trust_remote_code=trust_remote_code,
+                settings=self.settings,
+            )
             self._engine_key = key
             self.loads += 1
         return self._engine

@@ -12,6 +12,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Annotated, Any, get_type_hints
 
 import typer
@@ -26,6 +27,9 @@ from producer.datasets import dataset_map
 
 #: Values of ``--aggregate``.
 AGGREGATES = ("any", "all", "majority", "mean")
+
+#: ``--dtype`` values.
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -61,10 +65,42 @@ class JobOptions:
         int | None,
         typer.Option(min=1, help="Most tokens per batch (padded prompts + new tokens)."),
     ] = None
+    max_padding: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Largest share of a batch that may be padding."),
+    ] = 0.25
     slice_size: Annotated[int | None, typer.Option(min=1, help="Items per slice (one task).")] = (
         None
     )
+    sort_by_length: Annotated[
+        bool,
+        typer.Option(help="Slices group prompts of similar length; output stays in input order."),
+    ] = False
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16.")] = None
+    truncate: Annotated[
+        str | None,
+        typer.Option(
+            help="Too-long prompts: left or right drops that end; unset fails them (too_long)."
+        ),
+    ] = None
+    json_schema: Annotated[
+        Path | None, typer.Option(help="JSON Schema file the answers must match.")
+    ] = None
+    pydantic: Annotated[
+        str | None, typer.Option(help="module:Model whose JSON Schema the answers must match.")
+    ] = None
+    retries_on_invalid: Annotated[
+        int, typer.Option(min=0, help="Extra generations of an answer the schema rejects.")
+    ] = 0
+    system: Annotated[
+        str | None, typer.Option(help="System prompt; items then go through the chat template.")
+    ] = None
+    attn_implementation: Annotated[
+        str | None, typer.Option(help="transformers attn_implementation, e.g. sdpa.")
+    ] = None
+    trust_remote_code: Annotated[
+        bool, typer.Option(help="Run code shipped with the checkpoint (off unless asked).")
+    ] = False
     skip_invalid: Annotated[
         bool,
         typer.Option(help="Enqueue the valid records and record the rejects as failed items."),
@@ -151,6 +187,7 @@ def job_command(command: Callable[..., None]) -> Callable[..., None]:
 
 def run_config(settings: Settings, options: JobOptions) -> RunConfig:
     """The RunConfig a job's options ask for, defaults filled in from the settings."""
+    from producer.output_schema import output_schema
     from worker.engines import ENGINES
 
     if options.engine not in ENGINES:
@@ -161,6 +198,11 @@ def run_config(settings: Settings, options: JobOptions) -> RunConfig:
         raise ConfigError(
             f"--aggregate {options.aggregate!r}: expected one of {', '.join(AGGREGATES)}"
         )
+    dtype = options.dtype or settings.dtype
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
+    if options.truncate not in (None, "left", "right"):
+        raise ConfigError(f"--truncate {options.truncate}: expected left or right")
     return RunConfig(
         engine=options.engine,
         models=model_refs(options.engine, options.model),
@@ -174,9 +216,9 @@ def run_config(settings: Settings, options: JobOptions) -> RunConfig:
         batching=Batching(
             batch_size=options.batch_size or settings.batch_size,
             max_batch_tokens=options.max_batch_tokens or settings.max_batch_tokens,
+            max_padding=options.max_padding,
         ),
         slice_size=options.slice_size or settings.slice_size,
-        dtype=options.dtype or settings.dtype,
         permutations=expand(options.permutation or [], options.permutations),
         reference_field=options.reference_field,
         scorer=options.scorer,
@@ -186,4 +228,12 @@ def run_config(settings: Settings, options: JobOptions) -> RunConfig:
         sample_seed=options.seed or 0,
         from_run=options.from_run,
         max_attempts=options.max_attempts or settings.max_attempts,
+        sort_by_length=options.sort_by_length,
+        dtype=dtype,
+        truncate=options.truncate,
+        output_schema=output_schema(options.json_schema, options.pydantic),
+        retries_on_invalid=options.retries_on_invalid,
+        system=options.system,
+        attn_implementation=options.attn_implementation,
+        trust_remote_code=options.trust_remote_code,
     )

@@ -101,3 +101,36 @@ def test_plan_properties(
             assert (
                 len(grown) > batch_size or cost(lengths, grown, max_new_tokens) > max_batch_tokens
             )
+
+
+@given(
+    st.lists(st.integers(min_value=1, max_value=500), max_size=60),
+    st.floats(min_value=0.0, max_value=1.0),
+    st.integers(min_value=0, max_value=32),
+)
+def test_padding_cap_holds_for_every_batch(
+    lengths: list[int], max_padding: float, max_new_tokens: int
+) -> None:
+    batches = plan_batches(
+        lengths,
+        batch_size=16,
+        max_batch_tokens=1_000_000,
+        max_new_tokens=max_new_tokens,
+        max_padding=max_padding,
+    )
+    assert sorted(index for batch in batches for index in batch) == list(range(len(lengths)))
+    for batch in batches:
+        real = sum(lengths[index] + max_new_tokens for index in batch)
+        assert 1 - real / cost(lengths, batch, max_new_tokens) <= max_padding + 1e-9
+
+
+def test_padding_cap_splits_a_long_and_short_mix() -> None:
+    lengths = [100, 95, 20, 18]
+    capped = plan_batches(
+        lengths, batch_size=8, max_batch_tokens=10_000, max_new_tokens=0, max_padding=0.25
+    )
+    assert capped == [[0, 1], [2, 3]]
+    uncapped = plan_batches(lengths, batch_size=8, max_batch_tokens=10_000, max_new_tokens=0)
+    assert uncapped == [[0, 1, 2, 3]]
+    with pytest.raises(ValueError, match="max_padding"):
+        plan_batches(lengths, batch_size=8, max_batch_tokens=10, max_new_tokens=0, max_padding=2)

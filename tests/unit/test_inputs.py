@@ -325,3 +325,38 @@ def test_rejected_raw_text_is_capped(tmp_path: Path) -> None:
     [entry] = read(path)
     assert isinstance(entry, Rejected)
     assert len(entry.raw) == 2000
+
+
+@pytest.mark.parametrize(
+    ("messages", "field", "message"),
+    [
+        ([], "messages", "non-empty list"),
+        ("hello", "messages", "non-empty list"),
+        (["hi"], "messages[0]", "role and content"),
+        ([{"role": "robot", "content": "x"}], "messages[0].role", "one of system, user"),
+        (
+            [{"role": "user", "content": "x"}, {"role": "assistant", "content": 3}],
+            "messages[1].content",
+            "must be a string",
+        ),
+    ],
+)
+def test_chat_messages_validated(
+    tmp_path: Path, messages: object, field: str, message: str
+) -> None:
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"id": 1, "messages": messages}) + "\n")
+    (entry,) = list(RecordReader(path))
+    assert isinstance(entry, Rejected)
+    assert (entry.line_no, entry.error.field) == (1, field)
+    assert message in str(entry.error)
+
+
+def test_chat_messages_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "chat.jsonl"
+    messages = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}]
+    path.write_text(json.dumps({"id": "a", "messages": messages}) + "\n")
+    (entry,) = list(RecordReader(path))
+    assert isinstance(entry, InputRecord)
+    assert entry.payload["messages"] == messages
+    assert entry.prompt == "system: Be kind.\nuser: Hi"

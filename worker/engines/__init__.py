@@ -1,4 +1,5 @@
-"""Engines turn a batch of prompts into completions: ``hf`` (transformers) and ``echo``.
+"""Engines turn a batch of prompts into completions: ``hf`` (transformers), ``openai``
+(any OpenAI-compatible server) and ``echo``.
 
 They import neither Celery nor SQL; ``load_engine`` picks one by name.
 """
@@ -6,13 +7,28 @@ They import neither Celery nor SQL; ``load_engine`` picks one by name.
 from __future__ import annotations
 
 from common.errors import ConfigError
-from worker.engines.base import Completion, Engine, GenerationParams
+from common.settings import Settings
+from worker.engines.base import (
+    Completion,
+    Engine,
+    GenerationParams,
+    ItemError,
+    PartialFailure,
+)
 
 #: Engine names accepted by ``--engine``.
-ENGINES = ("hf", "echo")
+ENGINES = ("hf", "echo", "openai")
 
 
-def load_engine(name: str, model: str, *, dtype: str = "auto") -> Engine:
+def load_engine(
+    name: str,
+    model: str,
+    *,
+    dtype: str = "auto",
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+    settings: Settings | None = None,
+) -> Engine:
     """Load engine ``name`` for ``model``; imports heavy libraries only when needed."""
     if name == "echo":
         from worker.engines.echo import EchoEngine
@@ -21,8 +37,25 @@ def load_engine(name: str, model: str, *, dtype: str = "auto") -> Engine:
     if name == "hf":
         from worker.engines.hf import HFEngine
 
-        return HFEngine.load(model, dtype=dtype)
+        return HFEngine.load(
+            model,
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+        )
+    if name == "openai":
+        from worker.engines.openai import OpenAIEngine
+
+        return OpenAIEngine.from_settings(model, settings or Settings())
     raise ConfigError(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")
 
 
-__all__ = ["ENGINES", "Completion", "Engine", "GenerationParams", "load_engine"]
+__all__ = [
+    "ENGINES",
+    "Completion",
+    "Engine",
+    "GenerationParams",
+    "ItemError",
+    "PartialFailure",
+    "load_engine",
+]

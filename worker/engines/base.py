@@ -47,6 +47,32 @@ class Engine(Protocol):
         """The prompt length of each prompt, in the engine's own tokens."""
         ...
 
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        """A conversation as the prompt text this engine's model expects."""
+        ...
+
+    def truncate(self, prompts: Sequence[str], max_tokens: int, side: str) -> list[str]:
+        """Each prompt cut to at most ``max_tokens`` tokens, dropping its ``left`` or ``right``."""
+        ...
+
     def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
         """One completion per prompt, in order. Raises on a failure of the batch."""
         ...
+
+
+@dataclass(frozen=True)
+class ItemError:
+    """Why one prompt of a batch failed on its own (a remote engine's per-request error)."""
+
+    error_kind: str
+    message: str
+
+
+class PartialFailure(Exception):
+    """Raised by an engine whose prompts fail one by one: the answers that did come back
+    and the errors of the rest, in prompt order. Nothing needs bisecting."""
+
+    def __init__(self, results: list[Completion | ItemError]) -> None:
+        failed = sum(isinstance(result, ItemError) for result in results)
+        super().__init__(f"{failed} of {len(results)} prompts failed")
+        self.results = results

@@ -10,6 +10,8 @@ takes options, e.g. ``--model "delay=0.05,fail_marker=POISON"``:
   "checkpoint" known right and wrong answers.
 - ``crash_marker``: a prompt containing it kills the worker process on the spot
   (``os._exit``), as a segfault or an OOM kill would: the item that never returns.
+- ``oom_above``: a batch costing more tokens than this (rows x (longest prompt +
+  max_new_tokens)) raises ``torch.cuda.OutOfMemoryError``, as a GPU would.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from common.errors import ConfigError
+from worker.chat import plain_chat
 from worker.engines.base import Completion, GenerationParams
+
+#: The options a spec may set.
+OPTIONS = ("delay", "fail_marker", "answer_from", "crash_marker", "oom_above")
 
 #: The context the echo engine claims, in whitespace-separated words.
 ECHO_CONTEXT = 1_000_000
@@ -44,6 +50,7 @@ class EchoEngine:
     fail_marker: str | None = None
     answer_from: str | None = None
     crash_marker: str | None = None
+    oom_above: int | None = None
 
     @classmethod
     def from_spec(cls, spec: str) -> EchoEngine:
@@ -54,7 +61,7 @@ class EchoEngine:
             if not part or part == "echo":
                 continue
             key, sep, value = part.partition("=")
-            if not sep or key not in ("delay", "fail_marker", "answer_from", "crash_marker"):
+            if not sep or key not in OPTIONS:
                 raise ConfigError(f"echo engine: unknown option {part!r} in model {spec!r}")
             options[key] = value
         try:
@@ -65,17 +72,40 @@ class EchoEngine:
             raise ConfigError(
                 f"echo engine: delay must be a number of seconds, finite and >= 0, in {spec!r}"
             )
+        oom_above = options.get("oom_above")
+        if oom_above is not None and not (oom_above.isdigit() and int(oom_above) > 0):
+            raise ConfigError(f"echo engine: oom_above must be a positive integer, in {spec!r}")
         return cls(
             delay_s=delay,
             fail_marker=options.get("fail_marker"),
             answer_from=options.get("answer_from"),
             crash_marker=options.get("crash_marker"),
+            oom_above=int(oom_above) if oom_above else None,
         )
 
     def count_tokens(self, prompts: Sequence[str]) -> list[int]:
         return [len(prompt.split()) for prompt in prompts]
 
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        return plain_chat(messages)
+
+    def truncate(self, prompts: Sequence[str], max_tokens: int, side: str) -> list[str]:
+        cut = []
+        for prompt in prompts:
+            words = prompt.split()
+            kept = words[-max_tokens:] if side == "left" else words[:max_tokens]
+            cut.append(" ".join(kept) if max_tokens > 0 else "")
+        return cut
+
     def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
+        if self.oom_above is not None:
+            cost = len(prompts) * (max(self.count_tokens(prompts)) + params.max_new_tokens)
+            if cost > self.oom_above:
+                import torch
+
+                raise torch.cuda.OutOfMemoryError(
+                    f"simulated: batch of {cost} tokens over oom_above={self.oom_above}"
+                )
         if self.delay_s:
             time.sleep(self.delay_s)
         if self.crash_marker and any(self.crash_marker in prompt for prompt in prompts):

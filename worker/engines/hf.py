@@ -15,6 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from worker.engines.base import Completion, GenerationParams
+from worker.engines.sampling import RowSeededSampler, row_seed
 
 #: ``--dtype`` names accepted besides ``auto``.
 DTYPES: dict[str, torch.dtype] = {
@@ -46,24 +47,37 @@ class HFEngine:
         dtype: str = "auto",
         device: str | None = None,
         trust_remote_code: bool = False,
+        attn_implementation: str | None = None,
     ) -> HFEngine:
         """Load ``model`` (a local directory or hub id) onto ``device``, default cuda if seen.
 
         ``dtype`` is ``auto`` (bfloat16 on a GPU that supports it, else float32), or one of
-        :data:`DTYPES`.
+        :data:`DTYPES`. A worker that sees more than one GPU (a GPU group) shards the model
+        over them with ``device_map="auto"``. ``trust_remote_code`` runs code shipped with
+        a checkpoint, so it is off unless a run asks for it.
         """
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch_dtype = _resolve_dtype(dtype, dev)
+        sharded = device is None and dev.type == "cuda" and torch.cuda.device_count() > 1
         tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
         # Left padding: all rows of a batch then end where generation begins.
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         # Any: the auto class returns whichever architecture the checkpoint names.
+        extra: dict[str, Any] = {}
+        if attn_implementation:
+            extra["attn_implementation"] = attn_implementation
+        if sharded:
+            extra["device_map"] = "auto"
         lm: Any = AutoModelForCausalLM.from_pretrained(
-            model, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            model, dtype=torch_dtype, trust_remote_code=trust_remote_code, **extra
         )
-        lm.to(dev)
+        if sharded:
+            # Inputs go where the embeddings are; accelerate moves activations onwards.
+            dev = lm.get_input_embeddings().weight.device
+        else:
+            lm.to(dev)
         lm.eval()
         return cls(lm, tokenizer, dev)
 
@@ -74,6 +88,33 @@ class HFEngine:
         encoded = self.tokenizer(list(prompts))
         return [len(ids) for ids in encoded["input_ids"]]
 
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        """Through the tokenizer's chat template; a tokenizer without one is an error."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError("this model's tokenizer has no chat template")
+        text = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        return str(text)
+
+    def truncate(self, prompts: Sequence[str], max_tokens: int, side: str) -> list[str]:
+        """Cut in tokens, special tokens counted; re-tokenising the decoded text is checked."""
+        special = len(self.tokenizer("")["input_ids"])
+        cut = []
+        for prompt in prompts:
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            keep = max(max_tokens - special, 0)
+            text = prompt
+            # Decoded text can re-tokenise a little longer; shorten until it fits.
+            while keep > 0:
+                kept = ids[len(ids) - keep :] if side == "left" else ids[:keep]
+                text = self.tokenizer.decode(kept, skip_special_tokens=True)
+                if self.count_tokens([text])[0] <= max_tokens:
+                    break
+                keep -= 1
+            cut.append(text if keep > 0 else "")
+        return cut
+
     def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
         """Generate for the whole batch at once; one completion per prompt, in order."""
         if not prompts:
@@ -83,14 +124,21 @@ class HFEngine:
         options: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "pad_token_id": pad_id}
         if params.greedy:
             options["do_sample"] = False
+        elif params.seed is not None:
+            # One random stream per row, seeded by the prompt: the same sample in any batch.
+            sampler = RowSeededSampler(
+                [row_seed(params.seed, prompt) for prompt in prompts],
+                temperature=params.temperature,
+                top_p=params.top_p,
+                device=self.device,
+            )
+            options.update(do_sample=False, logits_processor=[sampler])
         else:
             # top_k=0 switches off transformers' default top-k of 50: the run's parameters,
             # not a library default, decide what is sampled.
             options.update(
                 do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0
             )
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
         with torch.inference_mode():
             # generate derives position ids from the attention mask (its cumsum), so a
             # left-padded row sees the same positions as it would alone.

@@ -19,6 +19,7 @@ from common.constants import IDENTITY
 from common.db import session_scope
 from common.errors import InputError, InvalidInputFile
 from common.models import Item, Lane, Run, utcnow
+from common.routing import model_queue
 from common.runconfig import RunConfig
 from common.store import insert_items, insert_run, insert_slices, save_results, set_run_counts
 from producer.inputs import InputRecord, RecordReader, Rejected
@@ -55,8 +56,13 @@ def create_run(
     queue: str,
     skip_invalid: bool = False,
     reference_field: str | None = None,
+    model_queues: bool = False,
 ) -> Enqueued:
-    """Validate ``input_path`` and create its run, items and slices in one transaction."""
+    """Validate ``input_path`` and create its run, items and slices in one transaction.
+
+    ``model_queues``: each lane's slices go to its model's own queue
+    (``common.routing``), for workers pinned to one model; else all go to ``queue``.
+    """
     reader = RecordReader(input_path, template=config.template, reference_field=reference_field)
     run_id = new_run_id()
     with session_scope(db) as session:
@@ -71,7 +77,13 @@ def create_run(
                 lane_count=len(config.models),
             ),
             lanes=[
-                Lane(run_id=run_id, index=index, model=model, permutation=IDENTITY)
+                Lane(
+                    run_id=run_id,
+                    index=index,
+                    model=model,
+                    permutation=IDENTITY,
+                    queue=model_queue(queue, model) if model_queues else queue,
+                )
                 for index, model in enumerate(config.models)
             ],
         )

@@ -43,12 +43,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
+        # Preloading a model happens in worker_process_init: give it time.
+        "worker_proc_alive_timeout": settings.worker_start_timeout,
     }
 
 
 def create_app(settings: Settings | None = None) -> Celery:
     """A fleet app; ``settings`` None means read them from the environment on first use."""
-    app = Celery("fleet", include=["worker.tasks"], set_as_current=False)
+    app = Celery("fleet", include=["worker.tasks", "worker.control"], set_as_current=False)
     app.add_defaults(lambda: celery_config(settings or Settings()))
     return app
 

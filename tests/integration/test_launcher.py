@@ -1,0 +1,148 @@
+"""``fleet workers`` as typed: two CPU workers that both take work, one restarted after -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlmodel import col, select
+
+from common.db import make_engine, session_scope
+from common.models import Result
+from common.settings import Settings
+from tests.integration.helpers import fleet, fleet_env, wait_for_workers
+from worker.app import create_app
+
+
+def write_inputs(path: Path, count: int) -> None:
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"q{index}", "prompt": f"p{index}"}) + "\n" for index in range(count)
+        )
+    )
+
+
+def worker_pids(app: object, timeout_s: float = 60.0, count: int = 2) -> dict[str, int]:
+    """Node name -> pid of the worker main processes, once ``count`` answer."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stats = app.control.inspect(timeout=1.0).stats() or {}  # type: ignore[attr-defined]
+        if len(stats) >= count:
+            return {name: body["pid"] for name, body in stats.items()}
+    raise AssertionError(f"fewer than {count} workers answered")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def launcher(
+    tmp_path: Path, redis_url: str
+) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
+    env = fleet_env(
+        tmp_path, broker_url=redis_url, database_url=f"sqlite:///{tmp_path / 'fleet.db'}"
+    )
+    env["FLEET_TORCH_THREADS"] = "1"
+    # No nvidia-smi on this PATH: the launcher must fall back to CPU workers by itself.
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + "/usr/bin:/bin"
+    log = (tmp_path / "launcher.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "producer",
+            "workers",
+            "--workers",
+            "2",
+            "-Q",
+            "launch",
+            "--log-dir",
+            str(tmp_path / "logs"),
+            "--grace",
+            "20",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    yield process, env
+    if process.poll() is None:  # the test failed half-way: stop the workers through it
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    log.close()
+
+
+def run_job(tmp_path: Path, env: dict[str, str], name: str) -> set[str]:
+    """Enqueue 40 echo items in 20 slices on the launcher's queue, wait; the workers that ran."""
+    inputs = tmp_path / f"{name}.jsonl"
+    write_inputs(inputs, 40)
+    run_id = fleet(
+        "enqueue",
+        str(inputs),
+        "--engine",
+        "echo",
+        "--model",
+        "delay=0.05",
+        "--slice-size",
+        "2",
+        "--queue",
+        "launch",
+        env=env,
+        cwd=tmp_path,
+    ).strip()
+    fleet("status", run_id, "--watch", env=env, cwd=tmp_path)
+    with session_scope(make_engine(env["FLEET_DATABASE_URL"])) as session:
+        workers = session.exec(
+            select(Result.worker).where(Result.run_id == run_id, col(Result.ok))
+        ).all()
+    assert len(workers) == 40
+    return {worker for worker in workers if worker}
+
+
+def test_launcher_runs_two_cpu_workers_and_restarts_a_killed_one(
+    tmp_path: Path, launcher: tuple[subprocess.Popen[bytes], dict[str, str]]
+) -> None:
+    process, env = launcher
+    app = create_app(Settings(broker_url=env["FLEET_BROKER_URL"]))
+    names = wait_for_workers(app, 2)
+    assert [name.split("@")[0] for name in names] == ["cpu0", "cpu1"]
+
+    assert run_job(tmp_path, env, "first") == set(names)
+
+    before = worker_pids(app)
+    victim = sorted(before)[1]
+    os.kill(before[victim], signal.SIGKILL)
+    deadline = time.monotonic() + 90
+    after = before
+    while time.monotonic() < deadline:
+        after = worker_pids(app)
+        if after.get(victim, before[victim]) != before[victim]:
+            break
+        time.sleep(0.5)
+    assert after[victim] != before[victim], "the killed worker was not restarted"
+    assert after[names[0]] == before[names[0]], "the other worker must be left alone"
+    log = (tmp_path / "launcher.log").read_text()
+    assert f"{victim} exited with -9" in log
+
+    assert run_job(tmp_path, env, "second") == set(names)
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    assert not any(alive(pid) for pid in after.values())

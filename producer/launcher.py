@@ -64,17 +64,23 @@ def plan_workers(
     per_worker: int | None = None,
     workers: int | None = None,
     shared: bool = False,
+    tag: str | None = None,
 ) -> WorkerPlan:
-    """One spec per GPU group, or ``workers`` CPU specs (default 1) when ``gpus`` is empty."""
+    """One spec per GPU group, or ``workers`` CPU specs (default 1) when ``gpus`` is empty.
+
+    ``tag`` (the model key of pinned workers) joins the node name, ``gpu0.<tag>@host``,
+    so launchers pinned to different models can share a machine.
+    """
+    suffix = f".{tag}@%h" if tag else "@%h"
     if not gpus:
         count = workers or 1
         cpu_env = {**cpu_worker_env(count, env), "CUDA_VISIBLE_DEVICES": ""}
-        specs = [WorkerSpec(f"cpu{index}@%h", queues, cpu_env) for index in range(count)]
+        specs = [WorkerSpec(f"cpu{index}{suffix}", queues, cpu_env) for index in range(count)]
         return WorkerPlan(specs, "cpu")
     groups = plan_groups(gpus, per_worker=per_worker, workers=workers, shared=shared)
     specs = [
         WorkerSpec(
-            f"{group.name}@%h",
+            f"{group.name}{suffix}",
             queues,
             {**env, "CUDA_VISIBLE_DEVICES": group.cuda_visible_devices},
         )

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from common.constants import DEFAULT_QUEUE
 from common.errors import ConfigError
-from common.routing import model_queue
+from common.routing import model_key, model_queue
 from producer.cli.app import app, console, errors, load_settings
 
 workers_app = typer.Typer(
@@ -85,8 +85,10 @@ def workers(
         raise ConfigError("FLEET_BROKER_URL is not set: workers need the fleet's broker")
     queues = list(queue or [DEFAULT_QUEUE])
     env: dict[str, str] = {}
+    tag = None
     if model is not None:
         ref = _resolve_model(engine, model)
+        tag = model_key(ref)
         queues = [model_queue(name, ref) for name in queues] + queues
         if preload:
             env |= {"FLEET_PRELOAD_MODEL": ref, "FLEET_PRELOAD_ENGINE": engine}
@@ -107,6 +109,7 @@ def workers(
         per_worker=gpus_per_worker,
         workers=workers,
         shared=shared,
+        tag=tag,
     )
     errors.print(
         f"{len(plan.specs)} {plan.mode} worker(s) on queue(s) {', '.join(queues)}: "

@@ -17,7 +17,13 @@ from sqlmodel import col, select
 from common.db import make_engine, session_scope
 from common.models import Result
 from common.settings import Settings
-from tests.integration.helpers import fleet, fleet_env, wait_for_workers
+from tests.integration.helpers import (
+    fleet,
+    fleet_env,
+    start_launcher,
+    stop_launcher,
+    wait_for_workers,
+)
 from worker.app import create_app
 
 
@@ -47,46 +53,36 @@ def alive(pid: int) -> bool:
     return True
 
 
-@pytest.fixture
-def launcher(
-    tmp_path: Path, redis_url: str
-) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
+def launcher_env(tmp_path: Path, redis_url: str) -> dict[str, str]:
     env = fleet_env(
         tmp_path, broker_url=redis_url, database_url=f"sqlite:///{tmp_path / 'fleet.db'}"
     )
     env["FLEET_TORCH_THREADS"] = "1"
     # No nvidia-smi on this PATH: the launcher must fall back to CPU workers by itself.
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + "/usr/bin:/bin"
-    log = (tmp_path / "launcher.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "producer",
-            "workers",
-            "--workers",
-            "2",
-            "-Q",
-            "launch",
-            "--log-dir",
-            str(tmp_path / "logs"),
-            "--grace",
-            "20",
-        ],
+    return env
+
+
+@pytest.fixture
+def launcher(
+    tmp_path: Path, redis_url: str
+) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
+    env = launcher_env(tmp_path, redis_url)
+    process = start_launcher(
+        "--workers",
+        "2",
+        "-Q",
+        "launch",
+        "--log-dir",
+        str(tmp_path / "logs"),
+        "--grace",
+        "20",
         env=env,
         cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        log=tmp_path / "launcher.log",
     )
     yield process, env
-    if process.poll() is None:  # the test failed half-way: stop the workers through it
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    log.close()
+    stop_launcher(process)  # a test that failed half-way still stops its workers
 
 
 def run_job(tmp_path: Path, env: dict[str, str], name: str) -> set[str]:

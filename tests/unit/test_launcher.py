@@ -55,3 +55,11 @@ def test_model_keys_are_readable_and_queue_safe(model: str, readable: str) -> No
 def test_model_keys_are_stable_and_tell_same_named_folders_apart() -> None:
     assert model_key("/a/ckpt") == model_key("/a/ckpt")
     assert model_key("/a/ckpt") != model_key("/b/ckpt")
+
+
+def test_pinned_workers_carry_the_model_key_in_their_node_name() -> None:
+    plan = plan_workers(gpus=[0, 1], queues=["q"], env={}, tag="demo-1234abcd")
+    assert [spec.hostname for spec in plan.specs] == [
+        "gpu0.demo-1234abcd@%h",
+        "gpu1.demo-1234abcd@%h",
+    ]

@@ -162,5 +162,7 @@ def _redact(url: str) -> str:
     if not sep or "@" not in rest:
         return url
     credentials, _, host = rest.rpartition("@")
+    if ":" not in credentials:
+        return url  # a user name, no password
     user = credentials.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}"

@@ -31,7 +31,9 @@ def db(tmp_path: Path) -> Iterator[Engine]:
 
 def enqueue(db: Engine, tmp_path: Path, *, model_queues: bool) -> str:
     inputs = tmp_path / "in.jsonl"
-    inputs.write_text("".join(json.dumps({"id": f"r{i}", "prompt": f"p{i}"}) + "\n" for i in range(5)))
+    inputs.write_text(
+        "".join(json.dumps({"id": f"r{i}", "prompt": f"p{i}"}) + "\n" for i in range(5))
+    )
     return create_run(
         db, input_path=inputs, config=CONFIG, queue="q", model_queues=model_queues
     ).run_id

@@ -24,6 +24,7 @@ from tests.integration.helpers import (
     stop_launcher,
     wait_for_workers,
 )
+from tests.unit.test_gpus import fake_nvidia_smi
 from worker.app import create_app
 
 
@@ -142,3 +143,71 @@ def test_launcher_runs_two_cpu_workers_and_restarts_a_killed_one(
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
     assert not any(alive(pid) for pid in after.values())
+
+
+def test_launcher_pins_gpu_groups_found_by_nvidia_smi(tmp_path: Path, redis_url: str) -> None:
+    """A fake nvidia-smi lists 4 GPUs: two workers of two GPUs each, named and pinned so.
+
+    The workers never touch CUDA until a model asks for it, so on this CPU machine they
+    start and report their pinning through ``fleet workers list``.
+    """
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_nvidia_smi(bin_dir, 4)
+    env = launcher_env(tmp_path, redis_url)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    process = start_launcher(
+        "--gpus-per-worker",
+        "2",
+        "-Q",
+        "gpuq",
+        "--grace",
+        "20",
+        "--log-dir",
+        str(tmp_path / "logs"),
+        env=env,
+        cwd=tmp_path,
+        log=tmp_path / "launcher.log",
+    )
+    try:
+        app = create_app(Settings(broker_url=env["FLEET_BROKER_URL"]))
+        names = wait_for_workers(app, 2)
+        assert [name.split("@")[0] for name in names] == ["gpu0-1", "gpu2-3"]
+        listed = json.loads(fleet("workers", "list", "--json", env=env, cwd=tmp_path))
+        assert {name.split("@")[0]: info["gpu_group"] for name, info in listed.items()} == {
+            "gpu0-1": "0,1",
+            "gpu2-3": "2,3",
+        }
+        assert all(info["queues"] == ["gpuq"] for info in listed.values())
+    finally:
+        assert stop_launcher(process) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--gpus-per-worker", "3"], "4 GPU(s) do not split into groups of 3"),
+        (["--gpus", "0,9"], "GPU(s) [9] not found"),
+        (["--workers", "8"], "pass --shared"),
+        (["--cpu", "--gpus", "0"], "--cpu cannot be combined"),
+    ],
+)
+def test_launcher_refuses_bad_gpu_requests(
+    tmp_path: Path, redis_url: str, args: list[str], message: str
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_nvidia_smi(bin_dir, 4)
+    env = launcher_env(tmp_path, redis_url)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    done = subprocess.run(
+        [sys.executable, "-m", "producer", "workers", *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert message in " ".join(done.stderr.split())

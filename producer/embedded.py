@@ -129,7 +129,9 @@ def cpu_worker_env(count: int, env: dict[str, str]) -> dict[str, str]:
     merged = {**env}
     threads = os.environ.get("FLEET_TORCH_THREADS") or merged.get("FLEET_TORCH_THREADS")
     merged.setdefault("FLEET_TORCH_THREADS", threads or split_threads(count))
-    merged.setdefault("OMP_NUM_THREADS", merged["FLEET_TORCH_THREADS"])
+    merged.setdefault(
+        "OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS") or merged["FLEET_TORCH_THREADS"]
+    )
     return merged
 
 

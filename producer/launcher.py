@@ -125,8 +125,15 @@ class Supervisor:
         self.say(f"started {_node(child.spec)} (pid {child.process.pid})")
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        if not self.stopping:
-            self.say(f"{signal.Signals(signum).name}: stopping the workers (warm shutdown)")
+        """First signal: warm shutdown. A second one: kill the workers now."""
+        name = signal.Signals(signum).name
+        if self.stopping:
+            self.say(f"{name} again: killing the workers")
+            for child in self.children:
+                if child.process is not None:
+                    _kill_group(child.process.pid)
+            return
+        self.say(f"{name}: stopping the workers (warm shutdown; again to kill them)")
         self.stopping = True
 
     def run(self) -> int:

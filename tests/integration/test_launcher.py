@@ -15,7 +15,7 @@ import pytest
 from sqlmodel import col, select
 
 from common.db import make_engine, session_scope
-from common.models import Result
+from common.models import Result, Slice
 from common.settings import Settings
 from tests.integration.helpers import (
     fleet,
@@ -211,3 +211,53 @@ def test_launcher_refuses_bad_gpu_requests(
     )
     assert done.returncode == 2
     assert message in " ".join(done.stderr.split())
+
+
+def wait_for_slice(database_url: str, status: str, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with session_scope(make_engine(database_url)) as session:
+            if session.exec(select(Slice).where(Slice.status == status)).first():
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"no slice became {status}")
+
+
+def test_ctrl_c_lets_the_batch_finish_and_twice_kills(tmp_path: Path, redis_url: str) -> None:
+    """SIGINT once: warm shutdown, the slice in hand is finished and stored. Twice: killed."""
+    env = launcher_env(tmp_path, redis_url)
+    args = ["--workers", "1", "-Q", "ctrlc", "--grace", "120", "--log-dir", str(tmp_path / "logs")]
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 1)
+    app = create_app(Settings(broker_url=env["FLEET_BROKER_URL"]))
+    database = env["FLEET_DATABASE_URL"]
+
+    process = start_launcher(*args, env=env, cwd=tmp_path, log=tmp_path / "first.log")
+    try:
+        wait_for_workers(app, 1)
+        enqueue = ["enqueue", str(inputs), "--engine", "echo", "--queue", "ctrlc"]
+        first = fleet(*enqueue, "--model", "delay=3", env=env, cwd=tmp_path).strip()
+        wait_for_slice(database, "running")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=100) == 0
+    finally:
+        stop_launcher(process)
+    with session_scope(make_engine(database)) as session:
+        assert session.exec(select(Result).where(Result.run_id == first)).one().ok
+
+    process = start_launcher(*args, env=env, cwd=tmp_path, log=tmp_path / "second.log")
+    try:
+        wait_for_workers(app, 1)
+        pids = worker_pids(app, count=1)
+        second = fleet(*enqueue, "--model", "delay=600", env=env, cwd=tmp_path).strip()
+        wait_for_slice(database, "running")
+        process.send_signal(signal.SIGINT)
+        time.sleep(1)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0  # long before the 600 s batch or 120 s grace
+    finally:
+        stop_launcher(process)
+    assert not any(alive(pid) for pid in pids.values())
+    assert "again: killing the workers" in (tmp_path / "second.log").read_text()
+    with session_scope(make_engine(database)) as session:
+        assert not session.exec(select(Result).where(Result.run_id == second)).all()

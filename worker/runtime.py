@@ -11,6 +11,7 @@ import gc
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from celery.signals import worker_process_init
 from sqlalchemy import Engine as Database
@@ -75,8 +76,13 @@ class WorkerRuntime:
     def preload(self) -> None:
         """Load ``FLEET_PRELOAD_MODEL`` now, so the first task finds it in hand."""
         settings = self.settings
-        if settings.preload_model:
-            self.engine_for(settings.preload_engine, settings.preload_model, settings.dtype)
+        model = settings.preload_model
+        if model:
+            # A local folder is stored on a run as its absolute path: match that key.
+            path = Path(model).expanduser()
+            if settings.preload_engine == "hf" and path.exists():
+                model = str(path.resolve())
+            self.engine_for(settings.preload_engine, model, settings.dtype)
 
 
 _runtime: WorkerRuntime | None = None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,14 @@ from common.db import make_engine, session_scope
 from common.models import Lane, Result, Run
 from common.routing import model_queue
 from common.settings import Settings
-from tests.integration.helpers import fleet, start_launcher, stop_launcher, wait_for_workers
+from tests.integration.conftest import WorkerStarter
+from tests.integration.helpers import (
+    fleet,
+    fleet_env,
+    start_launcher,
+    stop_launcher,
+    wait_for_workers,
+)
 from tests.integration.test_launcher import launcher_env, write_inputs
 from worker.app import create_app
 
@@ -113,3 +123,65 @@ def test_two_models_on_two_pinned_workers_never_reload(tmp_path: Path, redis_url
     finally:
         for process in launchers:
             stop_launcher(process)
+
+
+def test_preloaded_hf_model_serves_the_run_without_a_reload(
+    tmp_path: Path, redis_url: str, demo_model: Path, start_workers: WorkerStarter
+) -> None:
+    """FLEET_PRELOAD_MODEL (given relative) loads the demo model at start; the run reuses it."""
+    database = f"sqlite:///{tmp_path / 'fleet.db'}"
+    relative = os.path.relpath(demo_model, Path.cwd())
+    start_workers(
+        1,
+        broker_url=redis_url,
+        database_url=database,
+        queue="preload",
+        extra_env={"FLEET_PRELOAD_MODEL": relative},
+    )
+    env = fleet_env(tmp_path, broker_url=redis_url, database_url=database)
+    listed = wait_for_models(env, tmp_path, count=1)
+    ((name, info),) = listed.items()
+    assert (info["engine"], info["model"], info["loads"]) == ("hf", str(demo_model), 1)
+
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 6)
+    run_id = fleet(
+        "enqueue",
+        str(inputs),
+        "--model",
+        str(demo_model),
+        "--max-new-tokens",
+        "4",
+        "--slice-size",
+        "2",
+        "--queue",
+        "preload",
+        env=env,
+        cwd=tmp_path,
+    ).strip()
+    fleet("status", run_id, "--watch", env=env, cwd=tmp_path)
+    after = json.loads(fleet("workers", "list", "--json", env=env, cwd=tmp_path))
+    assert after[name]["loads"] == 1, "the preloaded model was loaded again"
+    with session_scope(make_engine(database)) as session:
+        assert session.exec(select(Result).where(Result.run_id == run_id, Result.ok)).all()
+
+
+def test_workers_list_table_and_no_worker(
+    tmp_path: Path, redis_url: str, start_workers: WorkerStarter
+) -> None:
+    env = fleet_env(tmp_path, broker_url=redis_url)
+    done = subprocess.run(
+        [sys.executable, "-m", "producer", "workers", "list", "--timeout", "1"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "no worker answered" in done.stderr
+    start_workers(1, broker_url=redis_url, database_url=f"sqlite:///{tmp_path / 'f.db'}")
+    table = fleet("workers", "list", env=env, cwd=tmp_path)
+    assert "local0@" in table
+    assert "cpu" in table

@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from common.constants import DEFAULT_QUEUE
+
 
 def utcnow() -> datetime:
     """Now, in UTC, timezone-aware (SQLModel stores and returns it as such)."""
@@ -71,6 +73,9 @@ class Lane(SQLModel, table=True):
     index: int
     model: str
     permutation: str = Field(max_length=200)
+    #: Broker queue of this lane's slices: the run's queue, or the model's own
+    #: (``common.routing.model_queue``) when the run was enqueued with model queues.
+    queue: str = Field(default=DEFAULT_QUEUE, max_length=200)
 
 
 class Item(SQLModel, table=True):

@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     #: Tries per request on 429, 5xx and timeouts (exponential backoff between them).
     openai_max_attempts: int = 5
 
+    #: Model a worker loads when its process starts (before its first task).
+    preload_model: str | None = None
+    #: Engine of the preloaded model: hf or echo.
+    preload_engine: str = "hf"
+    #: Seconds a worker's pool process may take to start, preloading included
+    #: (Celery's ``worker_proc_alive_timeout``; its own default is 4).
+    worker_start_timeout: float = 600.0
+
     @field_validator("broker_url")
     @classmethod
     def _broker_scheme(cls, value: str | None) -> str | None:

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -66,6 +67,80 @@ def celery_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "celery"]
 
 
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One ``celery -A worker worker --concurrency=1`` process: its node name, queues, env."""
+
+    #: Celery node name, e.g. ``local0@%h`` or ``gpu0-1@%h``.
+    hostname: str
+    queues: list[str]
+    #: Added to the environment (``CUDA_VISIBLE_DEVICES``, ``FLEET_*``).
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The node name before ``@``: a safe file name for its log."""
+        return self.hostname.split("@", 1)[0]
+
+
+def worker_command(spec: WorkerSpec) -> list[str]:
+    """The command line of one worker, exactly what a fleet runs by hand."""
+    return [
+        *celery_command(),
+        "-A",
+        "worker",
+        "worker",
+        "--concurrency=1",
+        f"--hostname={spec.hostname}",
+        "-Q",
+        ",".join(spec.queues),
+        "--loglevel=INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+
+
+def spawn_worker(spec: WorkerSpec, *, log_dir: Path | None) -> subprocess.Popen[bytes]:
+    """Start one worker in a session of its own, its output appended to its log file.
+
+    A session of its own: Ctrl-C in the terminal reaches only us, and we stop the
+    workers in order instead of them dying mid-batch. ``log_dir`` None: the worker
+    writes to our own stdout and stderr.
+    """
+    env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
+    log = None
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log = (log_dir / f"{spec.label}.log").open("ab")
+    try:
+        return subprocess.Popen(
+            worker_command(spec),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT if log is not None else None,
+            start_new_session=True,
+        )
+    finally:
+        if log is not None:
+            log.close()
+
+
+def split_threads(count: int) -> str:
+    """Torch threads per worker when ``count`` CPU workers share this machine."""
+    return str(max(1, (os.cpu_count() or 1) // count))
+
+
+def cpu_worker_env(count: int, env: dict[str, str]) -> dict[str, str]:
+    """``env`` plus the torch thread split, unless ``env`` or ours already sets it."""
+    merged = {**env}
+    threads = os.environ.get("FLEET_TORCH_THREADS") or merged.get("FLEET_TORCH_THREADS")
+    merged.setdefault("FLEET_TORCH_THREADS", threads or split_threads(count))
+    merged.setdefault(
+        "OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS") or merged["FLEET_TORCH_THREADS"]
+    )
+    return merged
+
+
 class LocalWorkers:
     """``count`` worker processes, each ``celery -A worker worker --concurrency=1``."""
 
@@ -78,39 +153,13 @@ class LocalWorkers:
         self.queues = queues
         self.processes: list[subprocess.Popen[bytes]] = []
 
+    def specs(self) -> list[WorkerSpec]:
+        env = cpu_worker_env(self.count, self.env)
+        return [WorkerSpec(f"local{index}@%h", self.queues, env) for index in range(self.count)]
+
     def __enter__(self) -> LocalWorkers:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        threads = str(max(1, (os.cpu_count() or 1) // self.count))
-        for index in range(self.count):
-            env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-            env.setdefault("FLEET_TORCH_THREADS", threads)
-            env.setdefault("OMP_NUM_THREADS", env["FLEET_TORCH_THREADS"])
-            log = (self.log_dir / f"worker{index}.log").open("ab")
-            command = [
-                *celery_command(),
-                "-A",
-                "worker",
-                "worker",
-                "--concurrency=1",
-                f"--hostname=local{index}@%h",
-                "-Q",
-                ",".join(self.queues),
-                "--loglevel=INFO",
-                "--without-gossip",
-                "--without-mingle",
-            ]
-            # A session of its own: Ctrl-C in the terminal reaches us, and we stop
-            # the workers in order instead of them dying mid-batch.
-            self.processes.append(
-                subprocess.Popen(
-                    command,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-            log.close()
+        for spec in self.specs():
+            self.processes.append(spawn_worker(spec, log_dir=self.log_dir))
         return self
 
     def alive(self) -> int:

@@ -20,6 +20,7 @@ from common import scoring
 from common.db import session_scope
 from common.errors import ConfigError, InputError, InvalidInputFile
 from common.models import Item, Lane, Run, utcnow
+from common.routing import model_queue
 from common.runconfig import RunConfig
 from common.store import (
     insert_items,
@@ -71,11 +72,14 @@ def create_run(
     queue: str,
     skip_invalid: bool = False,
     reference_field: str | None = None,
+    model_queues: bool = False,
 ) -> Enqueued:
     """Validate every dataset and create the run, items and slices in one transaction.
 
     The inputs, in this order: the results of ``config.from_run`` (a pipeline stage),
-    ``input_path`` (dataset ``default``), then ``config.datasets``.
+    ``input_path`` (dataset ``default``), then ``config.datasets``. ``model_queues``:
+    each lane's slices go to its model's own queue (``common.routing``), for workers
+    pinned to one model; else all go to ``queue``.
     """
     reference_field = reference_field or config.reference_field
     datasets = open_datasets(
@@ -95,7 +99,13 @@ def create_run(
                 lane_count=len(lanes),
             ),
             lanes=[
-                Lane(run_id=run_id, index=index, model=model, permutation=permutation)
+                Lane(
+                    run_id=run_id,
+                    index=index,
+                    model=model,
+                    permutation=permutation,
+                    queue=model_queue(queue, model) if model_queues else queue,
+                )
                 for index, (model, permutation) in enumerate(lanes)
             ],
         )

@@ -46,6 +46,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
+        # Preloading a model happens in worker_process_init: give it time.
+        "worker_proc_alive_timeout": settings.worker_start_timeout,
     }
     if settings.broker_url.startswith("rediss://") and "ssl_cert_reqs" not in settings.broker_url:
         # kombu would accept any certificate by default: verify it unless the URL says otherwise.
@@ -55,7 +57,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None) -> Celery:
     """A fleet app; ``settings`` None means read them from the environment on first use."""
-    app = Celery("fleet", include=["worker.tasks", "worker.upkeep"], set_as_current=False)
+    app = Celery(
+        "fleet",
+        include=["worker.tasks", "worker.upkeep", "worker.control"],
+        set_as_current=False,
+    )
     app.add_defaults(lambda: celery_config(settings or Settings()))
     return app
 

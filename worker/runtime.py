@@ -8,16 +8,21 @@ a worker serving one model loads it once.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from celery.signals import worker_process_init
 from sqlalchemy import Engine as Database
 
 from common.db import make_engine
 from common.settings import Settings
+from worker import board
 from worker.engines import Engine, load_engine
 from worker.oom import MemoryBudget
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,7 +79,34 @@ class WorkerRuntime:
             )
             self._engine_key = key
             self.loads += 1
+            self._post_state()
         return self._engine
+
+    def _post_state(self) -> None:
+        """Tell the main process (and the log) what this process now holds."""
+        engine, model, dtype = self._engine_key or ("", "", "")
+        board.post(
+            {
+                "engine": engine,
+                "model": model,
+                "dtype": dtype,
+                "loads": self.loads,
+                "gpu_group": self.gpu_group,
+                "pid": os.getpid(),
+            }
+        )
+        log.info("loaded %s model %s (load %d of this process)", engine, model, self.loads)
+
+    def preload(self) -> None:
+        """Load ``FLEET_PRELOAD_MODEL`` now, so the first task finds it in hand."""
+        settings = self.settings
+        model = settings.preload_model
+        if model:
+            # A local folder is stored on a run as its absolute path: match that key.
+            path = Path(model).expanduser()
+            if settings.preload_engine == "hf" and path.exists():
+                model = str(path.resolve())
+            self.engine_for(settings.preload_engine, model, settings.dtype)
 
 
 _runtime: WorkerRuntime | None = None
@@ -90,6 +122,13 @@ def current_runtime() -> WorkerRuntime:
 
 @worker_process_init.connect
 def _forget_parent_runtime(**_: object) -> None:
-    """A forked child must not share the parent's connections or model."""
+    """A forked child must not share the parent's connections or model; preload in it.
+
+    Preloading happens here, in the child after the fork, so the parent never
+    initialises CUDA; Celery waits ``worker_proc_alive_timeout`` (set from
+    ``FLEET_WORKER_START_TIMEOUT``) for this to return.
+    """
     global _runtime
     _runtime = None
+    if Settings().preload_model:
+        current_runtime().preload()

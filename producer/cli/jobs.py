@@ -34,7 +34,18 @@ Output = Annotated[
 
 @app.command()
 @job_command
-def enqueue(input_path: InputPath = None, *, options: JobOptions) -> None:
+def enqueue(
+    input_path: InputPath = None,
+    model_queues: Annotated[
+        bool,
+        typer.Option(
+            help="Each model's slices on its own queue QUEUE.m.<model key>, for workers "
+            "pinned with `fleet workers --model`."
+        ),
+    ] = False,
+    *,
+    options: JobOptions,
+) -> None:
     """Validate INPUT, store its run in SQL and publish one task per slice."""
     from producer.enqueue import create_run
     from producer.publish import publish_run
@@ -53,6 +64,7 @@ def enqueue(input_path: InputPath = None, *, options: JobOptions) -> None:
         queue=options.queue,
         skip_invalid=options.skip_invalid,
         reference_field=options.reference_field,
+        model_queues=model_queues,
     )
     publish_run(db, create_app(settings), run_id=enqueued.run_id)
     errors.print(

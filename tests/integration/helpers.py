@@ -44,3 +44,28 @@ def fleet(*args: str, env: dict[str, str], cwd: Path, timeout: float = 400) -> s
     )
     assert done.returncode == 0, f"fleet {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
+
+
+def start_launcher(
+    *args: str, env: dict[str, str], cwd: Path, log: Path
+) -> subprocess.Popen[bytes]:
+    """``fleet workers ARGS`` in a subprocess, its output in ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "producer", "workers", *args],
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_launcher(process: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
+    """SIGTERM (the launcher stops its workers), SIGKILL if it does not exit; its status."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()

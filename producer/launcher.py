@@ -1,0 +1,199 @@
+"""``fleet workers``: one Celery worker per GPU group on this machine, kept alive.
+
+The launcher plans the workers (``plan_workers``: GPU groups from ``producer.gpus``,
+or CPU workers with torch threads split when there is no GPU), starts each as the
+same ``celery -A worker worker --concurrency=1`` a fleet runs by hand
+(``producer.embedded.spawn_worker``), and supervises them: a worker that exits
+while we are not stopping is restarted after a capped exponential back-off, and
+SIGINT / SIGTERM are forwarded as a warm shutdown (SIGTERM), with SIGKILL after the
+grace period. It never imports torch or touches CUDA itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from celery.utils.nodenames import host_format
+
+from producer.embedded import WorkerSpec, cpu_worker_env, spawn_worker
+from producer.gpus import plan_groups
+
+log = logging.getLogger(__name__)
+
+#: First restart delay after a crash, doubled per consecutive crash, capped.
+RESTART_BASE_S = 1.0
+RESTART_CAP_S = 60.0
+#: A worker that ran this long before exiting starts its back-off from scratch.
+HEALTHY_AFTER_S = 120.0
+#: Seconds between two looks at the children.
+POLL_S = 0.5
+
+
+def restart_delay(
+    crashes: int, *, base_s: float = RESTART_BASE_S, cap_s: float = RESTART_CAP_S
+) -> float:
+    """Seconds to wait before the ``crashes``-th consecutive restart (1-based)."""
+    if crashes < 1:
+        return 0.0
+    return float(min(cap_s, base_s * 2 ** (crashes - 1)))
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What ``fleet workers`` was asked for, resolved to worker specs."""
+
+    specs: list[WorkerSpec]
+    #: ``gpu`` or ``cpu``: how the workers were planned (shown to the operator).
+    mode: str
+
+
+def plan_workers(
+    *,
+    gpus: list[int],
+    queues: list[str],
+    env: dict[str, str],
+    per_worker: int | None = None,
+    workers: int | None = None,
+    shared: bool = False,
+    tag: str | None = None,
+) -> WorkerPlan:
+    """One spec per GPU group, or ``workers`` CPU specs (default 1) when ``gpus`` is empty.
+
+    ``tag`` (the model key of pinned workers) joins the node name, ``gpu0.<tag>@host``,
+    so launchers pinned to different models can share a machine.
+    """
+    suffix = f".{tag}@%h" if tag else "@%h"
+    if not gpus:
+        count = workers or 1
+        cpu_env = {**cpu_worker_env(count, env), "CUDA_VISIBLE_DEVICES": ""}
+        specs = [WorkerSpec(f"cpu{index}{suffix}", queues, cpu_env) for index in range(count)]
+        return WorkerPlan(specs, "cpu")
+    groups = plan_groups(gpus, per_worker=per_worker, workers=workers, shared=shared)
+    specs = [
+        WorkerSpec(
+            f"{group.name}{suffix}",
+            queues,
+            {**env, "CUDA_VISIBLE_DEVICES": group.cuda_visible_devices},
+        )
+        for group in groups
+    ]
+    return WorkerPlan(specs, "gpu")
+
+
+@dataclass
+class _Child:
+    spec: WorkerSpec
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    crashes: int = 0
+    restart_at: float | None = None
+    restarts: int = 0
+
+
+class Supervisor:
+    """Runs the planned workers until told to stop; restarts the ones that die."""
+
+    def __init__(
+        self,
+        specs: list[WorkerSpec],
+        *,
+        log_dir: Path | None,
+        grace_s: float,
+        say: Callable[[str], None] = print,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.children = [_Child(spec) for spec in specs]
+        self.log_dir = log_dir
+        self.grace_s = grace_s
+        self.say = say
+        self.clock = clock
+        self.stopping = False
+
+    def _start(self, child: _Child) -> None:
+        child.process = spawn_worker(child.spec, log_dir=self.log_dir)
+        child.started_at = self.clock()
+        child.restart_at = None
+        self.say(f"started {_node(child.spec)} (pid {child.process.pid})")
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        """First signal: warm shutdown. A second one: kill the workers now."""
+        name = signal.Signals(signum).name
+        if self.stopping:
+            self.say(f"{name} again: killing the workers")
+            for child in self.children:
+                if child.process is not None:
+                    _kill_group(child.process.pid)
+            return
+        self.say(f"{name}: stopping the workers (warm shutdown; again to kill them)")
+        self.stopping = True
+
+    def run(self) -> int:
+        """Start everything, supervise until SIGINT/SIGTERM, stop; exit status 0."""
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            for child in self.children:
+                self._start(child)
+            while not self.stopping:
+                self.check()
+                time.sleep(POLL_S)
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return 0
+
+    def check(self) -> None:
+        """Notice exited workers and (re)start the ones whose back-off is over."""
+        now = self.clock()
+        for child in self.children:
+            process = child.process
+            if process is not None and process.poll() is not None:
+                _kill_group(process.pid)  # a pool child may outlive its parent
+                ran_s = now - child.started_at
+                child.crashes = 1 if ran_s >= HEALTHY_AFTER_S else child.crashes + 1
+                delay = restart_delay(child.crashes)
+                child.process = None
+                child.restart_at = now + delay
+                self.say(
+                    f"{_node(child.spec)} exited with {process.returncode} after "
+                    f"{ran_s:.0f}s; restarting in {delay:.0f}s"
+                )
+            if child.process is None and child.restart_at is not None and now >= child.restart_at:
+                child.restarts += 1
+                self._start(child)
+
+    def stop(self) -> None:
+        """SIGTERM (warm shutdown) to every worker, SIGKILL to those left after the grace."""
+        running = [c.process for c in self.children if c.process and c.process.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_s
+        for process in running:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say(f"pid {process.pid} still running after {self.grace_s:.0f}s: killed")
+            _kill_group(process.pid)
+            process.wait()
+
+
+def _node(spec: WorkerSpec) -> str:
+    """The node name as Celery will expand it (``cpu0@%h`` -> ``cpu0@host``)."""
+    return str(host_format(spec.hostname))
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL what is left of a worker's session (its pool children)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)

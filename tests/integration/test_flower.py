@@ -1,0 +1,156 @@
+"""Flower against our app: ``celery -A worker flower`` sees our workers, tasks and metrics."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from producer.embedded import celery_command
+from tests.integration.conftest import WorkerStarter
+from tests.integration.helpers import fleet, fleet_env
+from tests.integration.test_launcher import write_inputs
+
+USER, PASSWORD = "fleet", "test-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class FlowerClient:
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+
+    def get(self, path: str, *, auth: bool = True) -> tuple[int, str]:
+        request = urllib.request.Request(self.base + path)
+        if auth:
+            token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def json(self, path: str) -> Any:
+        status, body = self.get(path)
+        assert status == 200, f"{path}: {status} {body}"
+        return json.loads(body)
+
+
+def eventually(check: Any, what: str, timeout_s: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (OSError, AssertionError) as error:
+            last = error
+        else:
+            if last:
+                return last
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: last saw {last!r}")
+
+
+@pytest.fixture
+def flower(tmp_path: Path, redis_url: str) -> Iterator[FlowerClient]:
+    port = free_port()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("FLEET_")}
+    env |= {
+        "FLEET_BROKER_URL": redis_url,
+        "FLEET_DATABASE_URL": f"sqlite:///{tmp_path / 'fleet.db'}",
+        "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}",
+    }
+    with (tmp_path / "flower.log").open("wb") as log:
+        process = subprocess.Popen(
+            [*celery_command(), "-A", "worker", "flower", f"--port={port}", "--address=127.0.0.1"],
+            env=env,
+            cwd=Path(__file__).parents[2],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    client = FlowerClient(port)
+    try:
+        eventually(lambda: client.get("/healthcheck", auth=False)[0] == 200, "flower is up")
+        yield client
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_flower_shows_our_workers_tasks_and_metrics(
+    tmp_path: Path, redis_url: str, flower: FlowerClient, start_workers: WorkerStarter
+) -> None:
+    database = f"sqlite:///{tmp_path / 'fleet.db'}"
+    start_workers(1, broker_url=redis_url, database_url=database, queue="flowerq")
+    worker = eventually(
+        lambda: [
+            name for name in flower.json("/api/workers?refresh=1") if name.startswith("local0@")
+        ],
+        "flower lists the worker",
+    )[0]
+    assert flower.get("/api/workers", auth=False)[0] == 401  # basic auth guards the API
+
+    inputs = tmp_path / "in.jsonl"
+    write_inputs(inputs, 6)
+    env = fleet_env(tmp_path, broker_url=redis_url, database_url=database)
+    run_id = fleet(
+        "enqueue",
+        str(inputs),
+        "--engine",
+        "echo",
+        "--model",
+        "echo",
+        "--slice-size",
+        "2",
+        "--queue",
+        "flowerq",
+        env=env,
+        cwd=tmp_path,
+    ).strip()
+    fleet("status", run_id, "--watch", env=env, cwd=tmp_path)
+
+    def our_tasks() -> list[dict[str, Any]]:
+        tasks = flower.json("/api/tasks?limit=100").values()
+        done = [
+            task for task in tasks if run_id in str(task.get("args")) and task["state"] == "SUCCESS"
+        ]
+        return done if len(done) == 4 else []  # three slices and finalize
+
+    tasks = eventually(our_tasks, "flower saw every task of the run succeed")
+    assert sorted(task["name"] for task in tasks) == ["fleet.finalize"] + ["fleet.run_slice"] * 3
+    assert {task["worker"] for task in tasks} == {worker}
+    assert all(
+        task["routing_key"] == "flowerq" for task in tasks if task["name"] == "fleet.run_slice"
+    )
+
+    status, metrics = flower.get("/metrics")
+    assert status == 200
+    succeeded = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("flower_events_total")
+        and 'task="fleet.run_slice"' in line
+        and 'type="task-succeeded"' in line
+        and f'worker="{worker}"' in line
+    ]
+    assert succeeded
+    assert float(succeeded[0].rsplit(" ", 1)[1]) >= 3

@@ -84,7 +84,7 @@ class WorkerRuntime:
 
     def _post_state(self) -> None:
         """Tell the main process (and the log) what this process now holds."""
-        engine, model, dtype = self._engine_key or ("", "", "")
+        engine, model, dtype = self._engine_key[:3] if self._engine_key else ("", "", "")
         board.post(
             {
                 "engine": engine,

@@ -8,9 +8,13 @@ everything. Interrupted, it leaves the run resumable with ``fleet resume``.
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -59,6 +63,7 @@ class LocalFleet:
         self.queue = queue
         self.console = console
         self._stack = ExitStack()
+        self._previous_sigterm: signal.Handlers | Callable[..., Any] | int | None = None
         self.local: LocalWorkers | None = None
 
     def __enter__(self) -> LocalFleet:
@@ -83,10 +88,15 @@ class LocalFleet:
                     f"{self.workers} local worker(s); logs in {settings.state_dir / 'logs'}"
                 )
             self._stack = stack.pop_all()
+        self._previous_sigterm = _stop_on_sigterm()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._stack.close()
+        try:
+            self._stack.close()
+        finally:
+            if self._previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
 
     def finish(self, run_id: str, output_dir: Path | None) -> RunOutcome:
         """Watch the run to its end, then write its results and summary."""
@@ -153,3 +163,19 @@ def _worker_env(settings: Settings) -> dict[str, str]:
     if settings.torch_threads:
         env["FLEET_TORCH_THREADS"] = str(settings.torch_threads)
     return env
+
+
+def _stop_on_sigterm() -> signal.Handlers | Callable[..., Any] | int | None:
+    """SIGTERM (systemd, Kubernetes, ``timeout``) stops the fleet as Ctrl-C does.
+
+    Without this, Python dies on the spot and leaves the embedded server and the
+    local workers running. Returns the previous handler (None off the main thread,
+    where handlers cannot be set).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, interrupt)

@@ -1,14 +1,17 @@
-"""Ctrl-C during ``fleet run`` leaves the run resumable; ``fleet resume`` finishes it."""
+"""Ctrl-C (or SIGTERM) during ``fleet run`` stops everything it started and leaves the
+run resumable; ``fleet resume`` finishes it."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func
 from sqlmodel import select
 
@@ -26,7 +29,22 @@ def results_stored(db_path: Path) -> int:
         return session.execute(select(func.count()).select_from(Result)).scalar_one()
 
 
-def test_interrupted_embedded_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
+def processes_in(folder: Path) -> list[str]:
+    """Command lines of the processes whose working directory is ``folder``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")) == folder:
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue  # gone, or not ours to read
+    return found
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_interrupted_embedded_run_resumes_without_loss_or_duplicates(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
     inputs = tmp_path / "in.jsonl"
     inputs.write_text(
         "".join(json.dumps({"id": f"i{n}", "prompt": f"item {n}"}) + "\n" for n in range(ITEMS))
@@ -43,9 +61,10 @@ def test_interrupted_embedded_run_resumes_without_loss_or_duplicates(tmp_path: P
         assert running.poll() is None, running.communicate()[0]
         assert time.monotonic() < deadline, "no progress before the interrupt"
         time.sleep(0.2)
-    running.send_signal(signal.SIGINT)
+    running.send_signal(stop_signal)
     output, _ = running.communicate(timeout=120)
     assert running.returncode != 0, output
+    assert processes_in(tmp_path) == [], "fleet run left its workers or server behind"
 
     partial = results_stored(db_path)
     assert 0 < partial < ITEMS, f"interrupt came too late to test anything ({partial})"

@@ -23,7 +23,6 @@ so no per-lane copy of an item is stored.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import random
 import re
 import string
@@ -33,6 +32,7 @@ from typing import Any, Protocol
 
 from common.constants import IDENTITY
 from common.errors import ConfigError
+from common.imports import user_attribute
 
 #: Payload field holding the options of a multiple-choice item.
 CHOICES_FIELD = "choices"
@@ -211,19 +211,16 @@ def expand(kinds: list[str], count: int | None) -> list[str]:
 
 def _user(spec: str, name: str, seed: int) -> UserPermutation:
     module_name, _, function_name = name.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ConfigError(f"permutation {spec!r}: cannot import {module_name}: {error}") from error
-    forward = getattr(module, function_name, None)
+    label = f"permutation {spec!r}"
+    forward = user_attribute(module_name, function_name, label=label)
     if not callable(forward):
-        raise ConfigError(f"permutation {spec!r}: {module_name} has no function {function_name}")
+        raise ConfigError(f"{label}: {module_name} has no function {function_name}")
     return UserPermutation(
         spec,
         seed,
         forward,
-        getattr(module, f"{function_name}_reference", None),
-        getattr(module, f"{function_name}_inverse", None),
+        user_attribute(module_name, f"{function_name}_reference", label=label),
+        user_attribute(module_name, f"{function_name}_inverse", label=label),
     )
 
 

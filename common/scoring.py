@@ -19,7 +19,6 @@ An answer that cannot be read (bad JSON, no number, no match) scores 0: it is wr
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import re
@@ -28,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from common.errors import ConfigError
+from common.imports import user_attribute
 
 Scorer = Callable[[str, str], float]
 
@@ -129,11 +129,7 @@ def _json_field(spec: str, path: str) -> Scorer:
 
 def _user(spec: str) -> Scorer:
     module_name, _, function_name = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ConfigError(f"scorer {spec!r}: cannot import {module_name}: {error}") from error
-    function = getattr(module, function_name, None)
+    function = user_attribute(module_name, function_name, label=f"scorer {spec!r}")
     if not callable(function):
         raise ConfigError(f"scorer {spec!r}: {module_name} has no function {function_name}")
 

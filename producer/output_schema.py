@@ -8,7 +8,6 @@ need neither the file nor the module.
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from common.errors import ConfigError
+from common.imports import user_attribute
 from worker.structured import check_schema
 
 
@@ -42,11 +42,7 @@ def load_pydantic_schema(spec: str) -> dict[str, Any]:
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
         raise ConfigError(f"--pydantic {spec}: expected module:Model, e.g. myapp.schemas:Answer")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ConfigError(f"--pydantic {spec}: cannot import {module_name}: {error}") from None
-    model = getattr(module, attribute, None)
+    model = user_attribute(module_name, attribute, label=f"--pydantic {spec}")
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         raise ConfigError(f"--pydantic {spec}: {attribute} is not a pydantic model class")
     return check_schema(model.model_json_schema())

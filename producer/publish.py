@@ -90,12 +90,17 @@ def resume_run(db: Engine, app: Celery, *, run_ref: str) -> tuple[str, int]:
     with session_scope(db) as session:
         finalize = status == RunStatus.finalizing or begin_finalize(session, run_id=run_id)
     if finalize:
-        app.send_task(
-            FINALIZE_TASK,
-            args=FinalizeOrder(run_id).to_args(),
-            queue=queue,
-            retry=True,
-            retry_policy=PUBLISH_RETRY_POLICY,
-        )
+        publish_finalize(app, run_id=run_id, queue=queue)
         return run_id, 1
     return run_id, 0
+
+
+def publish_finalize(app: Celery, *, run_id: str, queue: str) -> None:
+    """The run's ``fleet.finalize`` order (for the one caller that won ``begin_finalize``)."""
+    app.send_task(
+        FINALIZE_TASK,
+        args=FinalizeOrder(run_id).to_args(),
+        queue=queue,
+        retry=True,
+        retry_policy=PUBLISH_RETRY_POLICY,
+    )

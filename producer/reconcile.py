@@ -27,13 +27,11 @@ from datetime import datetime, timedelta
 from celery import Celery
 from sqlalchemy import Engine
 
-from common.constants import FINALIZE_TASK
 from common.db import session_scope
-from common.messages import FinalizeOrder
 from common.models import RunStatus, utcnow
 from common.queries import runs_owing_finalize, stuck_slices
 from common.store import begin_finalize, renew_lease
-from producer.publish import PUBLISH_RETRY_POLICY, publish_slices
+from producer.publish import publish_finalize, publish_slices
 
 
 @dataclass
@@ -74,12 +72,6 @@ def reconcile(
             with session_scope(db) as session:
                 if not begin_finalize(session, run_id=run_id):
                     continue
-        app.send_task(
-            FINALIZE_TASK,
-            args=FinalizeOrder(run_id).to_args(),
-            queue=queue,
-            retry=True,
-            retry_policy=PUBLISH_RETRY_POLICY,
-        )
+        publish_finalize(app, run_id=run_id, queue=queue)
         done.finalized.append(run_id)
     return done

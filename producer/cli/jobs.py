@@ -10,6 +10,7 @@ import typer
 from common.constants import DEFAULT_QUEUE, LATEST
 from common.db import make_engine
 from common.errors import ConfigError
+from common.settings import Settings
 from producer.cli.app import app, console, errors, load_settings
 from producer.cli.options import JobOptions, job_command, run_config
 
@@ -116,11 +117,20 @@ def resume(run_ref: RunRef = LATEST, workers: Workers = 1, output: Output = None
     by `fleet run` on the embedded default), the embedded broker and local workers are
     started again, the run is seen through, and its results are written.
     """
+    settings = load_settings()
+    see_through(settings, run_ref=run_ref, workers=workers, output=output)
+
+
+def see_through(settings: Settings, *, run_ref: str, workers: int, output: Path | None) -> None:
+    """Send the work orders a run still owes; without a broker, also run them to the end.
+
+    With FLEET_BROKER_URL set, the fleet's workers take them. Without it, the embedded
+    broker and ``workers`` local workers are started, and the results are written.
+    """
     from producer.publish import resume_run
     from producer.runner import LocalFleet, resume_job
     from worker.app import create_app
 
-    settings = load_settings()
     if settings.broker_url is not None:
         db = make_engine(settings.sqlalchemy_url)
         run_id, sent = resume_run(db, create_app(settings), run_ref=run_ref)

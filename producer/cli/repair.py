@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from common.constants import DEFAULT_QUEUE, LATEST
+from common.constants import LATEST
 from common.db import make_engine, session_scope
 from common.errors import ConfigError, FleetError
 from common.models import RunStatus
@@ -65,10 +65,7 @@ def retry(
     workers take the work; without it the embedded broker and local workers do.
     """
     from common.store import reopen_failed
-    from producer.cli.jobs import _report
-    from producer.publish import resume_run
-    from producer.runner import LocalFleet, resume_job
-    from worker.app import create_app
+    from producer.cli.jobs import see_through
 
     settings = load_settings()
     db = make_engine(settings.sqlalchemy_url)
@@ -83,15 +80,7 @@ def retry(
     errors.print(f"run {run_id}: {reopened} failed result(s) reopened")
     if not reopened:
         return
-    if settings.broker_url is not None:
-        _, sent = resume_run(db, create_app(settings), run_ref=run_id)
-        errors.print(f"run {run_id}: {sent} work order(s) sent")
-        return
-    with LocalFleet(
-        settings, workers=workers, spawn_workers=True, queue=DEFAULT_QUEUE, console=console
-    ) as fleet:
-        outcome = resume_job(fleet, run_ref=run_id, output_dir=output)
-    _report(outcome)
+    see_through(settings, run_ref=run_id, workers=workers, output=output)
 
 
 @app.command()

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import delete, exists, func, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from common.models import (
     OPEN_SLICE_STATES,
@@ -103,9 +103,7 @@ def save_results(session: Session, *, rows: Sequence[dict[str, Any]]) -> None:
     """Upsert results on (run, item, lane). An ok answer is never overwritten."""
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert_fn(Result)
+    statement = _upsert(session, Result)
     statement = statement.on_conflict_do_update(
         index_elements=["run_id", "item_id", "lane_index"],
         set_={
@@ -191,9 +189,7 @@ def count_attempts(
     """Add one attempt to each item, before the engine sees it (so a death still counts)."""
     if not item_ids:
         return
-    dialect = session.get_bind().dialect.name
-    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert_fn(Attempt)
+    statement = _upsert(session, Attempt)
     statement = statement.on_conflict_do_update(
         index_elements=["run_id", "item_id", "lane_index"],
         set_={"count": col(Attempt.count) + 1},
@@ -315,10 +311,8 @@ def reopen_failed(session: Session, *, run_id: str, kinds: Sequence[str] | None)
 
 def beat(session: Session, *, name: str, booted_at: datetime) -> None:
     """Upsert a worker's sign of life."""
-    dialect = session.get_bind().dialect.name
-    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
     now = utcnow()
-    statement = insert_fn(WorkerBeat).values(name=name, booted_at=booted_at, seen_at=now)
+    statement = _upsert(session, WorkerBeat).values(name=name, booted_at=booted_at, seen_at=now)
     session.execute(
         statement.on_conflict_do_update(
             index_elements=["name"], set_={"booted_at": booted_at, "seen_at": now}
@@ -345,3 +339,10 @@ def order_items_by_length(session: Session, *, run_id: str) -> None:
     session.execute(
         update(Item).where(col(Item.id) == ranked.c.item_id).values(slice_pos=ranked.c.position)
     )
+
+
+def _upsert(session: Session, table: type[SQLModel]) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT of ``table`` in the session's dialect, the kind that takes ON CONFLICT."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)

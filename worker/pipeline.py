@@ -62,7 +62,10 @@ def process_slice(runtime: WorkerRuntime, order: SliceOrder, *, worker: str) -> 
             finish_slice(session, slice_id=order.slice_id)
     with session_scope(runtime.db) as session:
         finalize = begin_finalize(session, run_id=order.run_id)
-        queue = session.exec(select(Run.queue).where(Run.id == order.run_id)).one()
+        if work is not None:
+            queue = work.run.queue
+        else:
+            queue = session.exec(select(Run.queue).where(Run.id == order.run_id)).one()
     return SliceOutcome(len(work.items) if work else 0, finalize, queue)
 
 

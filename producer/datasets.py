@@ -18,8 +18,8 @@ from pathlib import Path
 from common import permutations
 from common.constants import IDENTITY
 from common.errors import ConfigError, InputError
+from common.templates import render_prompt
 from producer.inputs import InputRecord, RecordReader, Rejected
-from producer.templates import render_prompt
 
 #: Dataset name of the positional INPUT file.
 DEFAULT_DATASET = "default"

@@ -16,7 +16,7 @@ from typing import Any
 
 from common.constants import CONTEXTS_TEMPLATE
 from common.errors import InputError
-from producer.templates import MissingField, render, template_fields
+from common.templates import MissingField, render, template_fields
 
 _BOM = b"\xef\xbb\xbf"
 

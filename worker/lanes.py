@@ -15,7 +15,7 @@ from common import permutations, scoring
 from common.constants import IDENTITY
 from common.models import Item
 from common.runconfig import RunConfig
-from producer.templates import render_prompt
+from common.templates import render_prompt
 
 
 def lane_prompt(config: RunConfig, permutation: str, item: Item) -> str:

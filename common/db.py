@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 from sqlmodel import Session, SQLModel
 
 import common.models  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -24,24 +25,33 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 _SCHEMA_LOCK_KEY = 0x466C656574  # "Fleet"
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url`` with the tables created."""
+def make_engine(url: str, *, pooled: bool = True) -> Engine:
+    """An engine for ``url`` with the tables created.
+
+    ``pooled=False``: every session opens its own connection and closes it at the
+    end, so between uses the process holds no connection, no socket and no SQLite
+    lock state that a forked child could inherit (``worker.upkeep``).
+    """
     parsed = make_url(url)
+    pool_args: dict[str, Any] = {"poolclass": NullPool} if not pooled else {}
     if parsed.get_backend_name() == "sqlite":
-        engine = _sqlite_engine(url)
+        engine = _sqlite_engine(url, pool_args)
     else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        if pooled:
+            pool_args = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
+        engine = create_engine(url, **pool_args)
     create_tables(engine)
     return engine
 
 
-def _sqlite_engine(url: str) -> Engine:
+def _sqlite_engine(url: str, pool_args: dict[str, Any]) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         url,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "isolation_level": None},
+        **pool_args,
     )
 
     @event.listens_for(engine, "connect")

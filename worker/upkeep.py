@@ -8,14 +8,24 @@ while the pool child computes) writes the worker's sign of life to SQL every
 a fleet's workers do not all pass at once. Passes are compare-and-set, so running
 them in every worker is safe. Errors (broker or database down) are logged and the
 next tick tries again.
+
+The thread shares its process with the pool's fork: when a pool child dies, the
+main process forks a replacement. A child forked while this thread was inside
+SQLite inherits SQLite's process-wide lock bookkeeping half-updated and waits
+forever for a write lock nobody holds (seen as a slice "received" and never
+started). So each tick works under ``_fork_guard``, which ``os.register_at_fork``
+takes before every fork, and the tick's engine is unpooled: between ticks this
+process holds no connection a child could inherit.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
@@ -30,40 +40,83 @@ log = logging.getLogger(__name__)
 
 _stop = threading.Event()
 
+#: How long a fork waits for the tick in progress to leave the database.
+FORK_WAIT_S = 30.0
+
+
+class ForkGuard:
+    """A lock that ``fork`` takes too, so no child is born mid-tick.
+
+    ``before_fork`` waits at most ``FORK_WAIT_S`` (a database that hangs must not
+    hang the worker's event loop for ever); past that it forks anyway and says so.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held_for_fork = False
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, *_: object) -> None:
+        self._lock.release()
+
+    def before_fork(self) -> None:
+        self._held_for_fork = self._lock.acquire(timeout=FORK_WAIT_S)
+        if not self._held_for_fork:
+            log.warning("forking while worker upkeep is still in the database")
+
+    def after_fork(self) -> None:
+        if self._held_for_fork:
+            self._held_for_fork = False
+            self._lock.release()
+
+
+_fork_guard = ForkGuard()
+os.register_at_fork(
+    before=_fork_guard.before_fork,
+    after_in_parent=_fork_guard.after_fork,
+    after_in_child=_fork_guard.after_fork,
+)
+
 
 def _loop(app: Any, settings: Settings, name: str) -> None:
-    from producer.reconcile import reconcile
-
     booted_at = utcnow()
     tick = settings.heartbeat_interval or settings.reconcile_interval
     next_pass = time.monotonic() + settings.reconcile_interval * random.uniform(0.5, 1.5)
     db: Engine | None = None
     while True:
         try:
-            db = db or make_engine(settings.sqlalchemy_url)
-            if settings.heartbeat_interval:
-                with session_scope(db) as session:
-                    beat(session, name=name, booted_at=booted_at)
-            if settings.reconcile_interval and time.monotonic() >= next_pass:
-                next_pass = time.monotonic() + settings.reconcile_interval * random.uniform(
-                    0.5, 1.5
-                )
-                done = reconcile(
-                    db,
-                    app,
-                    lease_s=settings.slice_lease,
-                    heartbeat_timeout_s=settings.heartbeat_timeout,
-                )
-                if done.requeued or done.finalized:
-                    log.info(
-                        "reconciler: slices re-enqueued %s, runs finalized %s",
-                        done.requeued,
-                        done.finalized,
-                    )
+            with _fork_guard:
+                db = db or make_engine(settings.sqlalchemy_url, pooled=False)
+                next_pass = _tick(app, settings, db, name, booted_at, next_pass)
         except Exception:  # an outage must not end the loop: log it, try again next tick
             log.warning("worker upkeep failed; trying again in %ss", tick, exc_info=True)
         if _stop.wait(tick):
             return
+
+
+def _tick(
+    app: Any, settings: Settings, db: Engine, name: str, booted_at: datetime, next_pass: float
+) -> float:
+    """One heartbeat, and a reconciler pass when one is due; the next pass's time."""
+    from producer.reconcile import reconcile
+
+    if settings.heartbeat_interval:
+        with session_scope(db) as session:
+            beat(session, name=name, booted_at=booted_at)
+    if settings.reconcile_interval and time.monotonic() >= next_pass:
+        next_pass = time.monotonic() + settings.reconcile_interval * random.uniform(0.5, 1.5)
+        done = reconcile(
+            db, app, lease_s=settings.slice_lease, heartbeat_timeout_s=settings.heartbeat_timeout
+        )
+        if done.requeued or done.finalized:
+            log.info(
+                "reconciler: slices re-enqueued %s, runs finalized %s",
+                done.requeued,
+                done.finalized,
+            )
+    return next_pass
 
 
 @worker_ready.connect

@@ -192,6 +192,23 @@ class Attempt(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text))
 
 
+class Receipt(SQLModel, table=True):
+    """Which worker took a slice's work order from the broker, before any claim.
+
+    Between the broker handing a worker the message and its pool process claiming
+    the slice, the slice is still ``pending`` and nothing in SQL names the holder. A
+    worker killed in that gap (while its pool process starts or loads the model)
+    leaves the message unacknowledged in Redis until the visibility timeout, an hour
+    or more. The worker's main process writes this row as it receives the message,
+    so the reconciler can hand the slice out again once that worker goes silent.
+    """
+
+    slice_id: int = Field(primary_key=True, foreign_key="slice.id")
+    #: The Celery node name, as on ``WorkerBeat.name``.
+    worker: str = Field(max_length=200)
+    received_at: datetime
+
+
 class WorkerBeat(SQLModel, table=True):
     """A worker's sign of life, written by its main process every few seconds.
 

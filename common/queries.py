@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
@@ -16,6 +18,7 @@ from common.models import (
     Attempt,
     Item,
     Lane,
+    Receipt,
     Result,
     Run,
     RunStat,
@@ -175,34 +178,80 @@ def run_status(session: Session, *, run_id: str) -> str:
     return status
 
 
+def _abandoned_by(worker: Any, since: Any, silent_since: datetime) -> Any:
+    """SQL: ``worker``, which took something at ``since``, is gone.
+
+    Gone: its last beat is older than ``silent_since``, or it booted again after
+    ``since``; or it never beat at all although ``since`` is older than
+    ``silent_since`` (killed before its first beat).
+    """
+    beats = select(WorkerBeat.name).where(WorkerBeat.name == worker)
+    live = beats.where(
+        col(WorkerBeat.seen_at) >= silent_since, col(WorkerBeat.booted_at) <= since
+    ).exists()
+    return ~live & (beats.exists() | (since < silent_since))
+
+
 def stuck_slices(
-    session: Session, *, lease_cutoff: datetime, silent_since: datetime
+    session: Session, *, lease_cutoff: datetime, silent_since: datetime | None
 ) -> list[tuple[int, int, str, str]]:
     """(slice id, attempts, run id, queue) of abandoned ``running`` slices of live runs.
 
-    Abandoned: claimed before ``lease_cutoff``; or held by a worker whose last
-    beat is older than ``silent_since``, or that booted again after the claim.
+    Abandoned: claimed before ``lease_cutoff``; or held by a worker that is gone
+    (``_abandoned_by``). ``silent_since`` None: heartbeats are off, only the lease
+    counts.
     """
-    holder = (
-        select(WorkerBeat.name)
-        .where(
-            WorkerBeat.name == Slice.worker,
-            (col(WorkerBeat.seen_at) < silent_since)
-            | (col(WorkerBeat.booted_at) > col(Slice.started_at)),
+    abandoned = col(Slice.started_at) < lease_cutoff
+    if silent_since is not None:
+        abandoned = abandoned | (
+            col(Slice.worker).is_not(None)
+            & _abandoned_by(Slice.worker, Slice.started_at, silent_since)
         )
-        .exists()
-    )
     rows = session.execute(
         select(Slice.id, Slice.attempts, Slice.run_id, Run.queue)
         .join(Run, col(Run.id) == col(Slice.run_id))
         .where(
             Slice.status == SliceStatus.running.value,
-            (col(Slice.started_at) < lease_cutoff) | holder,
+            abandoned,
             col(Run.status).in_([RunStatus.pending.value, RunStatus.running.value]),
         )
         .order_by(col(Slice.id))
     )
     return [(slice_id, attempts, run_id, queue) for slice_id, attempts, run_id, queue in rows]
+
+
+def orphaned_receipts(
+    session: Session, *, silent_since: datetime
+) -> list[tuple[int, str, datetime, str, str]]:
+    """(slice id, worker, received at, run id, queue) of work orders a dead worker took.
+
+    The slice is still ``pending`` (never claimed), its run is live, and the worker
+    that received the message is gone (``_abandoned_by``): the message waits in the
+    broker's unacked set for the visibility timeout, and nobody else would run the
+    slice before that.
+    """
+    rows = session.execute(
+        # sqlalchemy's select: sqlmodel's is typed for at most four columns.
+        sa.select(
+            col(Receipt.slice_id),
+            col(Receipt.worker),
+            col(Receipt.received_at),
+            col(Slice.run_id),
+            col(Run.queue),
+        )
+        .join(Slice, col(Slice.id) == col(Receipt.slice_id))
+        .join(Run, col(Run.id) == col(Slice.run_id))
+        .where(
+            col(Slice.status) == SliceStatus.pending.value,
+            _abandoned_by(Receipt.worker, Receipt.received_at, silent_since),
+            col(Run.status).in_([RunStatus.pending.value, RunStatus.running.value]),
+        )
+        .order_by(col(Receipt.slice_id))
+    )
+    return [
+        (slice_id, worker, received_at, run_id, queue)
+        for slice_id, worker, received_at, run_id, queue in rows
+    ]
 
 
 def runs_owing_finalize(session: Session) -> list[tuple[str, str, str]]:

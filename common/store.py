@@ -20,6 +20,7 @@ from common.models import (
     Attempt,
     Item,
     Lane,
+    Receipt,
     Result,
     Run,
     RunStat,
@@ -318,6 +319,32 @@ def beat(session: Session, *, name: str, booted_at: datetime) -> None:
             index_elements=["name"], set_={"booted_at": booted_at, "seen_at": now}
         )
     )
+
+
+def note_receipt(session: Session, *, slice_id: int, worker: str) -> None:
+    """Upsert who holds a slice's work order now (a redelivery moves it)."""
+    now = utcnow()
+    statement = _upsert(session, Receipt).values(slice_id=slice_id, worker=worker, received_at=now)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["slice_id"], set_={"worker": worker, "received_at": now}
+        )
+    )
+
+
+def release_receipt(session: Session, *, slice_id: int, worker: str, received_at: datetime) -> bool:
+    """Compare-and-set: drop the receipt the caller saw, unless received again since.
+
+    True for the winner, who then publishes a new work order for the slice.
+    """
+    outcome = session.execute(
+        delete(Receipt).where(
+            col(Receipt.slice_id) == slice_id,
+            col(Receipt.worker) == worker,
+            col(Receipt.received_at) == received_at,
+        )
+    )
+    return bool(outcome.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def order_items_by_length(session: Session, *, run_id: str) -> None:

@@ -9,6 +9,11 @@ Two things can stall a run although SQL says exactly what it still owes:
   its worker stopped beating (``WorkerBeat``: silent for three heartbeat
   intervals, or booted again since the claim), and in any case past the slice
   lease (the hard time limit plus a margin: no live worker can still hold it);
+- a slice stays ``pending`` although a worker took its message, because that
+  worker was killed before its pool process claimed the slice: Redis keeps the
+  message unacknowledged until the visibility timeout. The worker noted the
+  receipt (``Receipt``) as it took the message; once that worker is silent, the
+  reconciler drops the receipt (compare-and-set) and publishes a new work order;
 - every slice is done but nobody finalized (the last worker died between its
   slice and the hand-off, or the finalize order was lost): the reconciler does
   the compare-and-set itself and publishes the finalize order.
@@ -29,8 +34,8 @@ from sqlalchemy import Engine
 
 from common.db import session_scope
 from common.models import RunStatus, utcnow
-from common.queries import runs_owing_finalize, stuck_slices
-from common.store import begin_finalize, renew_lease
+from common.queries import orphaned_receipts, runs_owing_finalize, stuck_slices
+from common.store import begin_finalize, release_receipt, renew_lease
 from producer.publish import publish_finalize, publish_slices
 
 
@@ -50,14 +55,16 @@ def reconcile(
     heartbeat_timeout_s: int,
     now: datetime | None = None,
 ) -> Reconciled:
-    """One pass over every run in the database."""
+    """One pass over every run in the database.
+
+    ``heartbeat_timeout_s`` 0 means heartbeats are off: only the lease counts.
+    """
     done = Reconciled()
     now = now or utcnow()
+    silent_since = now - timedelta(seconds=heartbeat_timeout_s) if heartbeat_timeout_s else None
     with session_scope(db) as session:
         stuck = stuck_slices(
-            session,
-            lease_cutoff=now - timedelta(seconds=lease_s),
-            silent_since=now - timedelta(seconds=heartbeat_timeout_s),
+            session, lease_cutoff=now - timedelta(seconds=lease_s), silent_since=silent_since
         )
     for slice_id, attempts, run_id, queue in stuck:
         with session_scope(db) as session:
@@ -65,6 +72,17 @@ def reconcile(
         if won:
             publish_slices(app, run_id=run_id, slice_ids=[slice_id], queue=queue)
             done.requeued.append((run_id, slice_id))
+    if silent_since is not None:
+        with session_scope(db) as session:
+            orphans = orphaned_receipts(session, silent_since=silent_since)
+        for slice_id, worker, received_at, run_id, queue in orphans:
+            with session_scope(db) as session:
+                won = release_receipt(
+                    session, slice_id=slice_id, worker=worker, received_at=received_at
+                )
+            if won:
+                publish_slices(app, run_id=run_id, slice_ids=[slice_id], queue=queue)
+                done.requeued.append((run_id, slice_id))
     with session_scope(db) as session:
         owing = runs_owing_finalize(session)
     for run_id, queue, status in owing:

@@ -1,4 +1,4 @@
-"""Heartbeats and the reconciler inside every worker: no beat process, nothing extra to run.
+"""Heartbeats, receipts and the reconciler inside every worker: nothing extra to run.
 
 ``celery -A worker worker`` imports this module (it is in the app's ``include``).
 When the worker is ready, a daemon thread in its main process (which stays free
@@ -7,7 +7,9 @@ while the pool child computes) writes the worker's sign of life to SQL every
 (``producer.reconcile``) every ``FLEET_RECONCILE_INTERVAL`` seconds, jittered so
 a fleet's workers do not all pass at once. Passes are compare-and-set, so running
 them in every worker is safe. Errors (broker or database down) are logged and the
-next tick tries again.
+next tick tries again. As each slice order arrives, the main process also notes
+the receipt (``common.models.Receipt``), so a worker killed before its pool
+process claims the slice does not hide the slice until the visibility timeout.
 
 The thread shares its process with the pool's fork: when a pool child dies, the
 main process forks a replacement. A child forked while this thread was inside
@@ -20,6 +22,7 @@ process holds no connection a child could inherit.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -28,13 +31,15 @@ import time
 from datetime import datetime
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import task_received, worker_ready, worker_shutdown
 from sqlalchemy import Engine
 
+from common.constants import SLICE_TASK
 from common.db import make_engine, session_scope
+from common.messages import SliceOrder
 from common.models import utcnow
 from common.settings import Settings
-from common.store import beat
+from common.store import beat, note_receipt
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +85,32 @@ os.register_at_fork(
 )
 
 
+class MainProcessDatabase:
+    """The main process's engine, made on first use: unpooled (see the module's doc)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._engine: Engine | None = None
+
+    def engine(self, settings: Settings) -> Engine:
+        with self._lock:
+            if self._engine is None:
+                self._engine = make_engine(settings.sqlalchemy_url, pooled=False)
+            return self._engine
+
+
+_database = MainProcessDatabase()
+_settings = functools.cache(Settings)
+
+
 def _loop(app: Any, settings: Settings, name: str) -> None:
     booted_at = utcnow()
     tick = settings.heartbeat_interval or settings.reconcile_interval
     next_pass = time.monotonic() + settings.reconcile_interval * random.uniform(0.5, 1.5)
-    db: Engine | None = None
     while True:
         try:
             with _fork_guard:
-                db = db or make_engine(settings.sqlalchemy_url, pooled=False)
+                db = _database.engine(settings)
                 next_pass = _tick(app, settings, db, name, booted_at, next_pass)
         except Exception:  # an outage must not end the loop: log it, try again next tick
             log.warning("worker upkeep failed; trying again in %ss", tick, exc_info=True)
@@ -132,6 +154,28 @@ def _start_upkeep(sender: Any = None, **_: object) -> None:
         daemon=True,
     )
     thread.start()
+
+
+@task_received.connect
+def _note_receipt(sender: Any = None, request: Any = None, **_: object) -> None:
+    """Write which slice order this worker took, before its pool process sees it.
+
+    Runs in the main process's event loop as the message arrives, so a worker
+    killed from here on is known to hold the slice (``Receipt``). Needs heartbeats:
+    the reconciler tells a dead holder by its silence. Best effort: if the write
+    fails, the slice still comes back after the broker's visibility timeout.
+    """
+    if request is None or request.name != SLICE_TASK:
+        return
+    settings = _settings()
+    if not settings.heartbeat_interval:
+        return
+    try:
+        order = SliceOrder.decode(list(request.args))
+        with session_scope(_database.engine(settings)) as session:
+            note_receipt(session, slice_id=order.slice_id, worker=request.hostname)
+    except Exception:
+        log.warning("could not note the receipt of task %s", request.id, exc_info=True)
 
 
 @worker_shutdown.connect

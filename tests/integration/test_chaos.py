@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 from sqlalchemy import Engine, func
+from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
 from common.db import make_engine, session_scope
@@ -32,6 +33,7 @@ from producer.enqueue import create_run
 from producer.publish import publish_run
 from tests.integration.conftest import WorkerStarter
 from tests.integration.helpers import fleet, fleet_env
+from tests.integration.netcut import CuttableRelay
 from worker.app import create_app
 from worker.attempts import QUARANTINED
 
@@ -169,6 +171,49 @@ def test_kill_9_worker_mid_slice_another_takes_it_over(
     db.dispose()
 
 
+def test_worker_killed_after_taking_a_slice_before_claiming_it_loses_nothing(
+    embedded_broker: str,
+    sqlite_db: tuple[Engine, str],
+    start_workers: WorkerStarter,
+    demo_model: Path,
+    tmp_path: Path,
+) -> None:
+    """Killed while its pool process still loads the model: the message is unacked in
+    Redis for the visibility timeout (an hour); the receipt lets the run go on at once."""
+    db, db_url = sqlite_db
+    queue = f"receipt-{tmp_path.name}"
+    loading = {**FAST_RECOVERY, "FLEET_PRELOAD_MODEL": str(demo_model)}
+    doomed = start_workers(
+        1, broker_url=embedded_broker, database_url=db_url, queue=queue, extra_env=loading
+    )
+    config = RunConfig(
+        engine="echo", models=["delay=0.05"], slice_size=5, batching=Batching(batch_size=1)
+    )
+    run_id = create_run(db, input_path=write_inputs(tmp_path / "in.jsonl", 10), config=config,
+                        queue=queue).run_id  # fmt: skip
+    publish_run(db, create_app(Settings(broker_url=embedded_broker)), run_id=run_id)
+
+    broker = redis.Redis.from_url(embedded_broker)
+
+    def taken_not_claimed() -> bool:
+        """The broker handed the worker a message of this run (kombu's unacked hash),
+        and no slice is claimed yet."""
+        taken = any(run_id.encode() in order for order in broker.hvals("unacked"))
+        with session_scope(db) as session:
+            statuses = set(session.exec(select(Slice.status).where(Slice.run_id == run_id)))
+        return taken and statuses == {"pending"}
+
+    wait_until(taken_not_claimed, "the worker to take a slice", 60)
+    time.sleep(0.5)  # past the moment it takes the message; its pool process is still loading
+    kill_pool(doomed)
+    assert taken_not_claimed(), "the worker claimed before the kill: nothing was tested"
+    start_workers(
+        1, broker_url=embedded_broker, database_url=db_url, queue=queue, extra_env=FAST_RECOVERY
+    )
+    wait_until(lambda: run_status(db, run_id) == "completed", "the run to complete", 120)
+    assert all(row.ok for row in assert_exactly_once(db, run_id, 10))
+
+
 def test_whole_pool_and_embedded_broker_killed_then_resume_loses_nothing(
     start_workers: WorkerStarter, tmp_path: Path
 ) -> None:
@@ -283,6 +328,30 @@ def test_redis_restart_during_a_run_the_run_completes(
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_database_outage_during_a_run_the_run_completes(
+    clean_redis: str, postgres_url: str, start_workers: WorkerStarter, tmp_path: Path
+) -> None:
+    db = make_engine(postgres_url)
+    direct = make_url(postgres_url)
+    with CuttableRelay((direct.host or "127.0.0.1", direct.port or 5432)) as relay:
+        through_relay = direct.set(port=relay.port).render_as_string(hide_password=False)
+        start_workers(
+            2, broker_url=clean_redis, database_url=through_relay, extra_env=FAST_RECOVERY
+        )
+        items = 40
+        inputs = write_inputs(tmp_path / "in.jsonl", items)
+        run_id = start_run(db, clean_redis, inputs, model="delay=0.2", slice_size=4)
+        wait_until(lambda: results_stored(db, run_id) >= 6, "some progress", 120)
+        relay.cut()  # every worker connection reset, new ones refused
+        time.sleep(5)
+        assert relay.refused > 0, "no worker tried the database during the outage"
+        assert results_stored(db, run_id) < items, "the outage came too late to test anything"
+        relay.restore()
+        wait_until(lambda: run_status(db, run_id) == "completed", "the run to complete")
+    assert all(row.ok for row in assert_exactly_once(db, run_id, items))
+    db.dispose()
 
 
 def test_sigterm_lets_the_slice_in_flight_finish_whole(

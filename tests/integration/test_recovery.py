@@ -14,11 +14,18 @@ from sqlmodel import col, select
 
 from common.db import make_engine, session_scope
 from common.messages import SliceOrder
-from common.models import Attempt, Item, Result, Run, Slice, WorkerBeat, utcnow
+from common.models import Attempt, Item, Receipt, Result, Run, Slice, WorkerBeat, utcnow
 from common.queries import iter_results
 from common.runconfig import RunConfig
 from common.settings import Settings
-from common.store import beat, cancel_run, claim_slice, count_attempts, reopen_failed
+from common.store import (
+    beat,
+    cancel_run,
+    claim_slice,
+    count_attempts,
+    note_receipt,
+    reopen_failed,
+)
 from producer.enqueue import create_run
 from producer.reconcile import reconcile
 from worker.app import create_app
@@ -287,3 +294,60 @@ def test_reconcile_requeues_abandoned_slices_and_finalizes_finished_runs(
     # A second pass at once finds the leases renewed: nothing more to hand out.
     again = reconcile(db, app, lease_s=60, heartbeat_timeout_s=15, now=now + timedelta(seconds=2))
     assert [entry for entry in again.requeued if entry[0] == stuck_run] == []
+
+
+def test_reconcile_hands_out_orders_a_worker_took_and_died_with_before_claiming(
+    db: Engine, tmp_path: Path, redis_url: str, broker: redis.Redis
+) -> None:
+    app = create_app(Settings(broker_url=redis_url))
+    run_id = make_run(db, tmp_path, items=20, slice_size=4)
+    silent_holder, alive_holder, never_beat, done_already, claimed_never_beat = slice_ids(
+        db, run_id
+    )
+    now = utcnow()
+    with session_scope(db) as session:
+        for slice_id, worker in [
+            (silent_holder, "w-silent"),
+            (alive_holder, "w-alive"),
+            (never_beat, "w-never"),
+            (done_already, "w-silent"),
+        ]:
+            note_receipt(session, slice_id=slice_id, worker=worker)
+        session.execute(
+            update(Receipt)
+            .where(
+                col(Receipt.slice_id).in_([silent_holder, alive_holder, never_beat, done_already])
+            )
+            .values(received_at=now - timedelta(seconds=20))
+        )
+        session.execute(update(Slice).where(col(Slice.id) == done_already).values(status="done"))
+        claim_slice(session, slice_id=claimed_never_beat, worker="w-never-either")
+        session.execute(
+            update(Slice)
+            .where(col(Slice.id) == claimed_never_beat)
+            .values(started_at=now - timedelta(seconds=20))
+        )
+        beat(session, name="w-silent", booted_at=now - timedelta(seconds=200))
+        beat(session, name="w-alive", booted_at=now - timedelta(seconds=200))
+        session.execute(
+            update(WorkerBeat)
+            .where(col(WorkerBeat.name) == "w-silent")
+            .values(seen_at=now - timedelta(seconds=16))
+        )
+
+    outcome = reconcile(db, app, lease_s=600, heartbeat_timeout_s=15, now=now)
+    assert sorted(entry for entry in outcome.requeued if entry[0] == run_id) == sorted(
+        [(run_id, silent_holder), (run_id, never_beat), (run_id, claimed_never_beat)]
+    )
+    queued = [json.loads(message)["headers"] for message in broker.lrange("fleet", 0, -1)]
+    orders = {(headers["task"], headers["argsrepr"]) for headers in queued}
+    assert ("fleet.run_slice", repr([run_id, silent_holder])) in orders
+    assert ("fleet.run_slice", repr([run_id, never_beat])) in orders
+    with session_scope(db) as session:
+        left = set(session.exec(select(Receipt.slice_id)))
+    assert silent_holder not in left
+    assert never_beat not in left
+    assert alive_holder in left
+    # The receipts were released by compare-and-set: a second pass hands out nothing.
+    again = reconcile(db, app, lease_s=600, heartbeat_timeout_s=15, now=now)
+    assert [entry for entry in again.requeued if entry[0] == run_id] == []

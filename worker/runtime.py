@@ -1,8 +1,9 @@
 """What one worker process keeps between tasks: settings, database, the loaded model.
 
-Built lazily in the pool's child process (after the fork), so the parent never
-opens a database connection or initialises CUDA. The last model used stays loaded:
-a worker serving one model loads it once.
+Built lazily in the pool's child process (after the fork), so the child shares no
+pooled connection with the parent and the parent never initialises CUDA (the
+parent's own database use, in ``worker.upkeep``, is unpooled and kept clear of
+forks). The last model used stays loaded: a worker serving one model loads it once.
 """
 
 from __future__ import annotations

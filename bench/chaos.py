@@ -82,12 +82,17 @@ class Pool:
             )
 
     def kill_one(self, rng: random.Random, target: str) -> bool:
-        """SIGKILL a random worker (``worker``: all of it) or its pool child (``child``).
+        """SIGKILL a random worker: all of it (``worker``), its pool child (``child``), or
+        its main process alone (``main``: the pool child is orphaned mid-slice).
 
-        True when a replacement worker is needed (the whole worker died).
+        True when a replacement worker is needed (the worker's main process died).
         """
         alive = [process for process in self.processes if process.poll() is None]
         victim = rng.choice(alive)
+        if target == "main":
+            victim.kill()
+            victim.wait()
+            return True
         if target == "child":
             children = Path(f"/proc/{victim.pid}/task/{victim.pid}/children").read_text().split()
             if children:
@@ -174,9 +179,12 @@ def main() -> None:
     parser.add_argument("--database", default=None, help="SQLAlchemy URL (default: SQLite).")
     parser.add_argument(
         "--target",
-        choices=["worker", "child"],
+        choices=["worker", "child", "main"],
         default="worker",
-        help="Kill whole workers (a fresh one is started) or only their pool child process.",
+        help=(
+            "Kill whole workers (a fresh one is started), only their pool child process, or"
+            " only their main process (a fresh one is started; the child is orphaned)."
+        ),
     )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=900.0)

@@ -312,24 +312,12 @@ def reopen_failed(session: Session, *, run_id: str, kinds: Sequence[str] | None)
 
 def beat(session: Session, *, name: str, booted_at: datetime) -> None:
     """Upsert a worker's sign of life."""
-    now = utcnow()
-    statement = _upsert(session, WorkerBeat).values(name=name, booted_at=booted_at, seen_at=now)
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["name"], set_={"booted_at": booted_at, "seen_at": now}
-        )
-    )
+    _put(session, WorkerBeat, "name", name=name, booted_at=booted_at, seen_at=utcnow())
 
 
 def note_receipt(session: Session, *, slice_id: int, worker: str) -> None:
     """Upsert who holds a slice's work order now (a redelivery moves it)."""
-    now = utcnow()
-    statement = _upsert(session, Receipt).values(slice_id=slice_id, worker=worker, received_at=now)
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["slice_id"], set_={"worker": worker, "received_at": now}
-        )
-    )
+    _put(session, Receipt, "slice_id", slice_id=slice_id, worker=worker, received_at=utcnow())
 
 
 def release_receipt(session: Session, *, slice_id: int, worker: str, received_at: datetime) -> bool:
@@ -366,6 +354,13 @@ def order_items_by_length(session: Session, *, run_id: str) -> None:
     session.execute(
         update(Item).where(col(Item.id) == ranked.c.item_id).values(slice_pos=ranked.c.position)
     )
+
+
+def _put(session: Session, table: type[SQLModel], key: str, **values: Any) -> None:
+    """Insert the row, or overwrite the other columns of the row with the same ``key``."""
+    statement = _upsert(session, table).values(**values)
+    others = {name: value for name, value in values.items() if name != key}
+    session.execute(statement.on_conflict_do_update(index_elements=[key], set_=others))
 
 
 def _upsert(session: Session, table: type[SQLModel]) -> postgresql.Insert | sqlite.Insert:

@@ -22,6 +22,15 @@ from tests.integration.helpers import fleet, fleet_env
 ITEMS = 60
 
 
+def heed_sigint() -> None:
+    """In the child: SIGINT back to its default, so Python turns it into Ctrl-C.
+
+    A suite started in the background by a shell (``make test &``) inherits SIGINT
+    ignored, and Python keeps an ignored SIGINT ignored: the run would never see it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def results_stored(db_path: Path) -> int:
     if not db_path.exists():
         return 0
@@ -55,6 +64,7 @@ def test_interrupted_embedded_run_resumes_without_loss_or_duplicates(
         [sys.executable, "-m", "producer", "run", str(inputs), "--engine", "echo",
          "--model", "delay=0.3", "--slice-size", "3", "--batch-size", "1"],
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        preexec_fn=heed_sigint,
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while results_stored(db_path) < 5:

@@ -16,6 +16,14 @@ from rich.progress import (
 )
 from rich.table import Table
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from common.db import session_scope
 from common.models import RunStatus
@@ -25,11 +33,38 @@ from common.queries import progress, recent_runs, resolve_run
 #: Run states after which nothing changes by itself.
 TERMINAL = (RunStatus.completed, RunStatus.failed, RunStatus.cancelled)
 
+#: How long a watcher keeps trying while the database is unreachable, in seconds.
+DATABASE_PATIENCE_S = 300.0
+
 
 def read_progress(db: Engine, run_ref: str) -> tuple[str, RunProgress]:
     with session_scope(db) as session:
         run = resolve_run(session, run_ref)
         return run.id, progress(session, run_id=run.id)
+
+
+def read_progress_patiently(
+    db: Engine, run_ref: str, *, console: Console, patience_s: float = DATABASE_PATIENCE_S
+) -> tuple[str, RunProgress]:
+    """``read_progress``, waiting out a database outage (a restart, a failover) with backoff.
+
+    The workers go on without us meanwhile; after ``patience_s`` the error stands.
+    """
+
+    def complain(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        console.print(f"[yellow]database unreachable ({error}); trying again[/]")
+
+    for attempt in Retrying(
+        retry=retry_if_exception_type(OperationalError),
+        wait=wait_exponential(multiplier=0.5, max=10),
+        stop=stop_after_delay(patience_s),
+        before_sleep=complain,
+        reraise=True,
+    ):
+        with attempt:
+            return read_progress(db, run_ref)
+    raise AssertionError("unreachable: tenacity reraises the last error")
 
 
 def describe(state: RunProgress) -> str:
@@ -68,7 +103,7 @@ def watch(
             if check is not None:
                 check()
             time.sleep(poll_s)
-            _, state = read_progress(db, run_id)
+            _, state = read_progress_patiently(db, run_id, console=console)
 
 
 def runs_table(db: Engine, *, limit: int = 20) -> Table:

@@ -8,6 +8,7 @@ out again some six seconds after its worker went silent.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -20,8 +21,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from rich.console import Console
 from sqlalchemy import Engine, func
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlmodel import col, select
 
 from common.db import make_engine, session_scope
@@ -31,6 +34,7 @@ from common.settings import Settings
 from producer.embedded import EmbeddedBroker, LocalWorkers
 from producer.enqueue import create_run
 from producer.publish import publish_run
+from producer.status import read_progress_patiently
 from tests.integration.conftest import WorkerStarter
 from tests.integration.helpers import fleet, fleet_env
 from tests.integration.netcut import CuttableRelay
@@ -352,6 +356,28 @@ def test_database_outage_during_a_run_the_run_completes(
         wait_until(lambda: run_status(db, run_id) == "completed", "the run to complete")
     assert all(row.ok for row in assert_exactly_once(db, run_id, items))
     db.dispose()
+
+
+def test_watching_a_run_waits_out_a_database_outage(postgres_url: str, tmp_path: Path) -> None:
+    direct = make_url(postgres_url)
+    with CuttableRelay((direct.host or "127.0.0.1", direct.port or 5432)) as relay:
+        db = make_engine(direct.set(port=relay.port).render_as_string(hide_password=False))
+        config = RunConfig(engine="echo", models=["delay=0"], slice_size=5)
+        run_id = create_run(db, input_path=write_inputs(tmp_path / "in.jsonl", 10), config=config,
+                            queue="fleet").run_id  # fmt: skip
+        said = io.StringIO()
+        console = Console(file=said, width=200)
+        relay.cut()
+        back = threading.Timer(2.0, relay.restore)
+        back.start()
+        seen, state = read_progress_patiently(db, run_id, console=console, patience_s=60)
+        back.join()
+        assert (seen, state.expected) == (run_id, 10)
+        assert "database unreachable" in said.getvalue()
+        relay.cut()  # and an outage longer than the patience is an error in the end
+        with pytest.raises(OperationalError):
+            read_progress_patiently(db, run_id, console=console, patience_s=1)
+        db.dispose()
 
 
 def test_sigterm_lets_the_slice_in_flight_finish_whole(

@@ -22,9 +22,10 @@ from common.db import make_engine, session_scope
 from common.models import Result, Run, RunStatus
 from common.runconfig import RunConfig
 from common.settings import Settings
-from producer.embedded import EmbeddedBroker, LocalWorkers
+from producer.embedded import EmbeddedBroker
 from producer.enqueue import create_run
 from producer.inputs import InputRecord, RecordReader
+from producer.launcher import LocalWorkers
 from producer.publish import publish_run
 from worker.app import create_app
 from worker.batching import plan_batches

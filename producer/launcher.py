@@ -24,7 +24,7 @@ from types import FrameType
 
 from celery.utils.nodenames import host_format
 
-from producer.embedded import WorkerSpec, cpu_worker_env, spawn_worker
+from producer.embedded import STOP_GRACE_S, WorkerSpec, cpu_worker_env, spawn_worker
 from producer.gpus import plan_groups
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ RESTART_CAP_S = 60.0
 HEALTHY_AFTER_S = 120.0
 #: Seconds between two looks at the children.
 POLL_S = 0.5
+#: ``fleet run`` gives up on its local workers when each crashed this often in a row.
+GIVE_UP_AFTER_CRASHES = 4
 
 
 def restart_delay(
@@ -118,6 +120,11 @@ class Supervisor:
         self.clock = clock
         self.stopping = False
 
+    def start(self) -> None:
+        """Start every planned worker."""
+        for child in self.children:
+            self._start(child)
+
     def _start(self, child: _Child) -> None:
         child.process = spawn_worker(child.spec, log_dir=self.log_dir)
         child.started_at = self.clock()
@@ -142,8 +149,7 @@ class Supervisor:
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
         }
         try:
-            for child in self.children:
-                self._start(child)
+            self.start()
             while not self.stopping:
                 self.check()
                 time.sleep(POLL_S)
@@ -173,19 +179,75 @@ class Supervisor:
                 child.restarts += 1
                 self._start(child)
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float | None = None) -> None:
         """SIGTERM (warm shutdown) to every worker, SIGKILL to those left after the grace."""
+        grace_s = self.grace_s if grace_s is None else grace_s
+        for child in self.children:
+            child.restart_at = None  # a worker that died meanwhile stays down
         running = [c.process for c in self.children if c.process and c.process.poll() is None]
         for process in running:
             process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.grace_s
+        deadline = time.monotonic() + grace_s
         for process in running:
             try:
                 process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.say(f"pid {process.pid} still running after {self.grace_s:.0f}s: killed")
+                self.say(f"pid {process.pid} still running after {grace_s:.0f}s: killed")
             _kill_group(process.pid)
             process.wait()
+
+
+class LocalWorkers:
+    """``fleet run``'s ``count`` CPU workers on this machine, kept alive while it watches.
+
+    Each is ``celery -A worker worker --concurrency=1`` with the torch threads split
+    between them. ``tend()`` (called on every poll of the run) restarts a worker that
+    died (``kill -9``, an OOM kill) with the launcher's back-off; ``given_up()`` says
+    when every worker keeps dying at once (a broken setting), so the run stops with a
+    message instead of restarting for ever.
+    """
+
+    def __init__(
+        self,
+        count: int,
+        *,
+        env: dict[str, str],
+        log_dir: Path,
+        queues: list[str],
+        say: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        cpu_env = cpu_worker_env(count, env)
+        specs = [WorkerSpec(f"local{index}@%h", queues, cpu_env) for index in range(count)]
+        self.supervisor = Supervisor(specs, log_dir=log_dir, grace_s=STOP_GRACE_S, say=say)
+
+    @property
+    def processes(self) -> list[subprocess.Popen[bytes]]:
+        """The worker processes as they are now (a restarted one is a new process)."""
+        return [child.process for child in self.supervisor.children if child.process is not None]
+
+    def __enter__(self) -> LocalWorkers:
+        self.supervisor.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def alive(self) -> int:
+        return sum(process.poll() is None for process in self.processes)
+
+    def tend(self) -> None:
+        """Restart the workers that died, once their back-off is over."""
+        self.supervisor.check()
+
+    def given_up(self) -> bool:
+        """Every worker crashed ``GIVE_UP_AFTER_CRASHES`` times in a row and none is up."""
+        return self.alive() == 0 and all(
+            child.crashes >= GIVE_UP_AFTER_CRASHES for child in self.supervisor.children
+        )
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Warm shutdown (SIGTERM), then SIGKILL whatever is left after ``grace_s``."""
+        self.supervisor.stop(grace_s)
 
 
 def _node(spec: WorkerSpec) -> str:

@@ -22,9 +22,10 @@ from common.db import make_engine
 from common.errors import FleetError
 from common.runconfig import RunConfig
 from common.settings import Settings
-from producer.embedded import EmbeddedBroker, LocalWorkers
+from producer.embedded import EmbeddedBroker
 from producer.enqueue import create_run
 from producer.export import write_json, write_jsonl
+from producer.launcher import LocalWorkers
 from producer.publish import publish_run, resume_run
 from producer.status import watch
 from worker.app import create_app
@@ -82,6 +83,7 @@ class LocalFleet:
                         env=_worker_env(settings),
                         log_dir=settings.state_dir / "logs",
                         queues=[self.queue],
+                        say=lambda line: console.print(f"[dim]{line}[/]"),
                     )
                 )
                 console.print(
@@ -103,9 +105,12 @@ class LocalFleet:
         settings = self.settings
 
         def check_workers() -> None:
-            if self.local is not None and self.local.alive() == 0:
+            if self.local is None:
+                return
+            self.local.tend()
+            if self.local.given_up():
                 raise WorkersGone(
-                    f"every local worker exited; see {settings.state_dir / 'logs'}; "
+                    f"every local worker keeps exiting; see {settings.state_dir / 'logs'}; "
                     f"the run can be resumed with: fleet resume {run_id}"
                 )
 

@@ -20,7 +20,8 @@ from psycopg import sql
 
 from common.settings import Settings
 from producer.demo_model import build_demo_model
-from producer.embedded import EmbeddedBroker, LocalWorkers
+from producer.embedded import EmbeddedBroker
+from producer.launcher import LocalWorkers
 from tests.integration.helpers import wait_for_workers
 from worker.app import create_app
 

@@ -31,8 +31,9 @@ from common.db import make_engine, session_scope
 from common.models import Result, Run, Slice
 from common.runconfig import Batching, RunConfig
 from common.settings import Settings
-from producer.embedded import EmbeddedBroker, LocalWorkers
+from producer.embedded import EmbeddedBroker
 from producer.enqueue import create_run
+from producer.launcher import LocalWorkers
 from producer.publish import publish_run
 from producer.status import read_progress_patiently
 from tests.integration.conftest import WorkerStarter
@@ -273,6 +274,63 @@ def test_poison_item_that_kills_its_worker_is_quarantined(tmp_path: Path) -> Non
     assert "tried 2 times" in (poison.error_message or "")
     assert_exactly_once(db, run_id, 20)
     db.dispose()
+
+
+def test_fleet_run_restarts_its_local_worker_killed_mid_run(tmp_path: Path) -> None:
+    """One local worker, kill -9'd mid-run: fleet run starts it again and the run completes."""
+    inputs = write_inputs(tmp_path / "in.jsonl", 30)
+    env = fleet_env(tmp_path, heartbeat_interval="1", reconcile_interval="2")
+    out = tmp_path / "out"
+    command = [*fleet_command(), "run", str(inputs), "--engine", "echo", "--model", "delay=0.2",
+               "--slice-size", "5", "--batch-size", "1", "--workers", "1",
+               "--output", str(out)]  # fmt: skip
+    db_path = tmp_path / ".fleet" / "fleet.db"
+    with subprocess.Popen(
+        command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as run:
+        try:
+            wait_until(lambda: results_in(db_path) >= 3, "some progress", 120)
+            workers = [pid for pid in child_pids(run.pid) if b"celery" in cmdline(pid)]
+            assert len(workers) == 1, workers
+            os.killpg(workers[0], signal.SIGKILL)
+            output, _ = run.communicate(timeout=180)
+        finally:
+            if run.poll() is None:
+                run.send_signal(signal.SIGTERM)
+                run.communicate(timeout=60)
+    assert run.returncode == 0, output
+    assert "restarting" in output
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [record["id"] for record in records] == [f"i{n}" for n in range(30)]
+    assert all(record["success"] for record in records)
+    db = make_engine(f"sqlite:///{db_path}")
+    assert_exactly_once(db, latest_run(db_path), 30)
+    db.dispose()
+
+
+def results_in(db_path: Path) -> int:
+    """Results stored under a ``fleet run`` state folder so far (0 before it exists)."""
+    if not db_path.exists():
+        return 0
+    db = make_engine(f"sqlite:///{db_path}")
+    try:
+        with session_scope(db) as session:
+            return session.execute(select(func.count()).select_from(Result)).scalar_one()
+    finally:
+        db.dispose()
+
+
+def latest_run(db_path: Path) -> str:
+    with session_scope(make_engine(f"sqlite:///{db_path}")) as session:
+        return session.exec(select(Run.id)).one()
+
+
+def child_pids(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 def fleet_command() -> list[str]:

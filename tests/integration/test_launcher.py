@@ -17,6 +17,7 @@ from sqlmodel import col, select
 from common.db import make_engine, session_scope
 from common.models import Result, Slice
 from common.settings import Settings
+from producer.launcher import GIVE_UP_AFTER_CRASHES, LocalWorkers
 from tests.integration.helpers import (
     fleet,
     fleet_env,
@@ -261,3 +262,19 @@ def test_ctrl_c_lets_the_batch_finish_and_twice_kills(tmp_path: Path, redis_url:
     assert "again: killing the workers" in (tmp_path / "second.log").read_text()
     with session_scope(make_engine(database)) as session:
         assert not session.exec(select(Result).where(Result.run_id == second)).all()
+
+
+def test_local_workers_that_keep_dying_are_given_up_on(tmp_path: Path) -> None:
+    """A setting that kills every worker at start: restarted with back-off, then given up."""
+    said: list[str] = []
+    # No broker URL: `celery -A worker worker` exits at once with a configuration error.
+    env = {"FLEET_BROKER_URL": "", "FLEET_DATABASE_URL": f"sqlite:///{tmp_path / 'f.db'}"}
+    with LocalWorkers(1, env=env, log_dir=tmp_path / "logs", queues=["q"], say=said.append) as pool:
+        deadline = time.monotonic() + 120
+        while not pool.given_up():
+            assert time.monotonic() < deadline, said
+            pool.tend()
+            time.sleep(0.2)
+    restarts = [line for line in said if "restarting" in line]
+    assert len(restarts) == GIVE_UP_AFTER_CRASHES
+    assert "FLEET_BROKER_URL" in (tmp_path / "logs" / "local0.log").read_text()

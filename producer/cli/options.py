@@ -83,6 +83,13 @@ class JobOptions:
             help="Too-long prompts: left or right drops that end; unset fails them (too_long)."
         ),
     ] = None
+    on_too_long: Annotated[
+        str | None,
+        typer.Option(
+            help="fail (each too-long prompt fails alone, too_long) or truncate (as --truncate "
+            "left unless --truncate says right)."
+        ),
+    ] = None
     json_schema: Annotated[
         Path | None, typer.Option(help="JSON Schema file the answers must match.")
     ] = None
@@ -201,8 +208,7 @@ def run_config(settings: Settings, options: JobOptions) -> RunConfig:
     dtype = options.dtype or settings.dtype
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
-    if options.truncate not in (None, "left", "right"):
-        raise ConfigError(f"--truncate {options.truncate}: expected left or right")
+    truncate = length_policy(options.truncate, options.on_too_long)
     return RunConfig(
         engine=options.engine,
         models=model_refs(options.engine, options.model),
@@ -230,10 +236,23 @@ def run_config(settings: Settings, options: JobOptions) -> RunConfig:
         max_attempts=options.max_attempts or settings.max_attempts,
         sort_by_length=options.sort_by_length,
         dtype=dtype,
-        truncate=options.truncate,
+        truncate=truncate,
         output_schema=output_schema(options.json_schema, options.pydantic),
         retries_on_invalid=options.retries_on_invalid,
         system=options.system,
         attn_implementation=options.attn_implementation,
         trust_remote_code=options.trust_remote_code,
     )
+
+
+def length_policy(truncate: str | None, on_too_long: str | None) -> str | None:
+    """The side to truncate too-long prompts on, or None to fail them; contradictions refused."""
+    if truncate not in (None, "left", "right"):
+        raise ConfigError(f"--truncate {truncate}: expected left or right")
+    if on_too_long not in (None, "fail", "truncate"):
+        raise ConfigError(f"--on-too-long {on_too_long}: expected fail or truncate")
+    if on_too_long == "fail" and truncate is not None:
+        raise ConfigError(f"--on-too-long fail contradicts --truncate {truncate}")
+    if on_too_long == "truncate":
+        return truncate or "left"
+    return truncate

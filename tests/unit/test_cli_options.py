@@ -81,12 +81,26 @@ def test_engine_options_reach_the_run_config(tmp_path: Path) -> None:
     [
         ({"dtype": "float8"}, "--dtype float8"),
         ({"truncate": "middle"}, "--truncate middle"),
+        ({"on_too_long": "ignore"}, "--on-too-long ignore"),
+        ({"on_too_long": "fail", "truncate": "right"}, "contradicts --truncate right"),
         ({"pydantic": "nocolon"}, "expected module:Model"),
     ],
 )
 def test_bad_engine_options_are_refused(overrides: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         run_config(Settings(), JobOptions(model=["m"], engine="echo", **overrides))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("truncate", "on_too_long", "side"),
+    [(None, None, None), (None, "fail", None), (None, "truncate", "left"),
+     ("right", "truncate", "right"), ("right", None, "right")],
+)  # fmt: skip
+def test_the_length_policy_from_either_flag(
+    truncate: str | None, on_too_long: str | None, side: str | None
+) -> None:
+    options = JobOptions(model=["m"], engine="echo", truncate=truncate, on_too_long=on_too_long)
+    assert run_config(Settings(), options).truncate == side
 
 
 def test_bad_schema_file_stops_enqueue_before_anything(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from types import TracebackType
 
 
 class CuttableRelay:
@@ -32,12 +31,7 @@ class CuttableRelay:
         threading.Thread(target=self._accept, name="relay-accept", daemon=True).start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._closed = True
         self._listener.close()
         self.cut()

@@ -17,7 +17,9 @@ import psycopg
 import pytest
 import redis
 from psycopg import sql
+from sqlalchemy import Engine
 
+from common.db import make_engine
 from common.settings import Settings
 from producer.demo_model import build_demo_model
 from producer.embedded import EmbeddedBroker
@@ -65,6 +67,17 @@ def postgres_url() -> Iterator[str]:
     yield f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
     admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
     admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine on each database in turn: SQLite in the test's folder, then PostgreSQL."""
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
+    else:
+        engine = make_engine(request.getfixturevalue("postgres_url"))
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture(scope="session")

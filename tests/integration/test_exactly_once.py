@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine, func
 from sqlmodel import select
 
-from common.db import make_engine, session_scope
+from common.db import session_scope
 from common.messages import SliceOrder
 from common.models import Result, Run, Slice
 from common.runconfig import RunConfig
@@ -20,16 +18,6 @@ from common.store import begin_finalize, complete_run, finish_slice
 from producer.enqueue import create_run
 from worker.pipeline import process_slice
 from worker.runtime import WorkerRuntime
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
-    else:
-        engine = make_engine(request.getfixturevalue("postgres_url"))
-    yield engine
-    engine.dispose()
 
 
 def make_run(db: Engine, tmp_path: Path, items: int = 20, slice_size: int = 5) -> str:

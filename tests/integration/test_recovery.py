@@ -12,7 +12,7 @@ import redis
 from sqlalchemy import Engine, func, update
 from sqlmodel import col, select
 
-from common.db import make_engine, session_scope
+from common.db import session_scope
 from common.messages import SliceOrder
 from common.models import Attempt, Item, Receipt, Result, Run, Slice, WorkerBeat, utcnow
 from common.queries import iter_results
@@ -32,16 +32,6 @@ from worker.app import create_app
 from worker.attempts import QUARANTINED
 from worker.pipeline import process_slice
 from worker.runtime import WorkerRuntime
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
-    else:
-        engine = make_engine(request.getfixturevalue("postgres_url"))
-    yield engine
-    engine.dispose()
 
 
 def make_run(

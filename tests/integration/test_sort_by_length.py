@@ -5,14 +5,12 @@ from __future__ import annotations
 import itertools
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from common.db import make_engine, session_scope
+from common.db import session_scope
 from common.messages import SliceOrder
 from common.models import Item, Slice
 from common.queries import open_items
@@ -22,16 +20,6 @@ from producer.enqueue import create_run
 from producer.export import write_jsonl
 from worker.pipeline import process_slice
 from worker.runtime import WorkerRuntime
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
-    else:
-        engine = make_engine(request.getfixturevalue("postgres_url"))
-    yield engine
-    engine.dispose()
 
 
 def test_slices_group_similar_lengths_and_export_keeps_input_order(

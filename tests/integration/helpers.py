@@ -31,9 +31,11 @@ def fleet_env(tmp_path: Path, **settings: str) -> dict[str, str]:
     return env
 
 
-def fleet(*args: str, env: dict[str, str], cwd: Path, timeout: float = 400) -> str:
-    """Run the ``fleet`` command line in a subprocess; its stdout, or a failed assertion."""
-    done = subprocess.run(
+def run_fleet(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``fleet`` command line in a subprocess, whatever its exit status."""
+    return subprocess.run(
         [sys.executable, "-m", "producer", *args],
         env=env,
         cwd=cwd,
@@ -42,6 +44,11 @@ def fleet(*args: str, env: dict[str, str], cwd: Path, timeout: float = 400) -> s
         timeout=timeout,
         check=False,
     )
+
+
+def fleet(*args: str, env: dict[str, str], cwd: Path, timeout: float = 400) -> str:
+    """Run the ``fleet`` command line in a subprocess; its stdout, or a failed assertion."""
+    done = run_fleet(*args, env=env, cwd=cwd, timeout=timeout)
     assert done.returncode == 0, f"fleet {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.integration.helpers import fleet_env
+from tests.integration.helpers import fleet_env, run_fleet
 from tests.integration.test_flower import free_port
 from tests.unit.test_gpus import fake_nvidia_smi
 
 
 def doctor(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "producer", "doctor", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_fleet("doctor", *args, env=env, cwd=cwd)
     return done.returncode, " ".join((done.stdout + done.stderr).split())
 
 

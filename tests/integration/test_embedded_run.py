@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from sqlalchemy import func
@@ -12,7 +10,7 @@ from sqlmodel import select
 
 from common.db import make_engine, session_scope
 from common.models import Result, Run
-from tests.integration.helpers import fleet, fleet_env
+from tests.integration.helpers import fleet, fleet_env, run_fleet
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "contexts.jsonl"
 
@@ -71,14 +69,15 @@ def test_run_rejects_bad_file_and_enqueues_nothing(tmp_path: Path) -> None:
     """A malformed line stops the run before anything is created, naming file and line."""
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "prompt": "fine"}\n{"id": "b", "prompt": \n')
-    done = subprocess.run(
-        [sys.executable, "-m", "producer", "run", str(bad), "--engine", "echo", "--model", "echo"],
+    done = run_fleet(
+        "run",
+        str(bad),
+        "--engine",
+        "echo",
+        "--model",
+        "echo",
         env=fleet_env(tmp_path),
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
     assert done.returncode == 2
     assert f"{bad}:2" in done.stderr

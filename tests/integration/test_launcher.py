@@ -21,6 +21,7 @@ from producer.launcher import GIVE_UP_AFTER_CRASHES, LocalWorkers
 from tests.integration.helpers import (
     fleet,
     fleet_env,
+    run_fleet,
     start_launcher,
     stop_launcher,
     wait_for_workers,
@@ -201,15 +202,7 @@ def test_launcher_refuses_bad_gpu_requests(
     fake_nvidia_smi(bin_dir, 4)
     env = launcher_env(tmp_path, redis_url)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
-    done = subprocess.run(
-        [sys.executable, "-m", "producer", "workers", *args],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_fleet("workers", *args, env=env, cwd=tmp_path, timeout=60)
     assert done.returncode == 2
     assert message in " ".join(done.stderr.split())
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from tests.integration.conftest import WorkerStarter
 from tests.integration.helpers import (
     fleet,
     fleet_env,
+    run_fleet,
     start_launcher,
     stop_launcher,
     wait_for_workers,
@@ -170,15 +169,7 @@ def test_workers_list_table_and_no_worker(
     tmp_path: Path, redis_url: str, start_workers: WorkerStarter
 ) -> None:
     env = fleet_env(tmp_path, broker_url=redis_url)
-    done = subprocess.run(
-        [sys.executable, "-m", "producer", "workers", "list", "--timeout", "1"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_fleet("workers", "list", "--timeout", "1", env=env, cwd=tmp_path, timeout=60)
     assert done.returncode == 1
     assert "no worker answered" in done.stderr
     start_workers(1, broker_url=redis_url, database_url=f"sqlite:///{tmp_path / 'f.db'}")

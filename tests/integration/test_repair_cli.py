@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from sqlmodel import select
@@ -13,7 +11,7 @@ from common.db import make_engine, session_scope
 from common.models import Result, Run
 from common.runconfig import RunConfig
 from producer.enqueue import create_run
-from tests.integration.helpers import fleet, fleet_env
+from tests.integration.helpers import fleet, fleet_env, run_fleet
 
 
 def write_inputs(path: Path, count: int, poison: set[int]) -> Path:
@@ -36,10 +34,7 @@ def test_retry_reruns_failed_items_of_the_kind_asked(tmp_path: Path) -> None:
     with session_scope(db) as session:
         before = {row.item_id: row.id for row in session.exec(select(Result))}
 
-    done = subprocess.run(
-        [sys.executable, "-m", "producer", "retry", "latest", "--kind", "oom"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    done = run_fleet("retry", "latest", "--kind", "oom", env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "0 failed result(s) reopened" in done.stderr
 
@@ -71,10 +66,7 @@ def test_cancel_a_pending_run_then_export_its_partial_results(tmp_path: Path) ->
         assert run is not None
         assert run.status == "cancelled"
 
-    again = subprocess.run(
-        [sys.executable, "-m", "producer", "cancel", run_id],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    again = run_fleet("cancel", run_id, env=env, cwd=tmp_path)
     assert again.returncode == 2
     assert f"run {run_id} is cancelled" in again.stderr
 

@@ -53,6 +53,13 @@ def fleet(*args: str, env: dict[str, str], cwd: Path, timeout: float = 400) -> s
     return done.stdout
 
 
+def enqueue_and_wait(*args: str, env: dict[str, str], cwd: Path) -> str:
+    """``fleet enqueue ARGS``, then ``fleet status RUN --watch`` until it ends; the run id."""
+    run_id = fleet("enqueue", *args, env=env, cwd=cwd).strip()
+    fleet("status", run_id, "--watch", env=env, cwd=cwd)
+    return run_id
+
+
 def start_launcher(
     *args: str, env: dict[str, str], cwd: Path, log: Path
 ) -> subprocess.Popen[bytes]:

@@ -18,7 +18,7 @@ import pytest
 
 from producer.embedded import celery_command
 from tests.integration.conftest import WorkerStarter
-from tests.integration.helpers import fleet, fleet_env
+from tests.integration.helpers import enqueue_and_wait, fleet_env
 from tests.integration.test_launcher import write_inputs
 
 USER, PASSWORD = "fleet", "test-secret"
@@ -112,8 +112,7 @@ def test_flower_shows_our_workers_tasks_and_metrics(
     inputs = tmp_path / "in.jsonl"
     write_inputs(inputs, 6)
     env = fleet_env(tmp_path, broker_url=redis_url, database_url=database)
-    run_id = fleet(
-        "enqueue",
+    run_id = enqueue_and_wait(
         str(inputs),
         "--engine",
         "echo",
@@ -125,8 +124,7 @@ def test_flower_shows_our_workers_tasks_and_metrics(
         "flowerq",
         env=env,
         cwd=tmp_path,
-    ).strip()
-    fleet("status", run_id, "--watch", env=env, cwd=tmp_path)
+    )
 
     def our_tasks() -> list[dict[str, Any]]:
         tasks = flower.json("/api/tasks?limit=100").values()

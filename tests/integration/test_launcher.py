@@ -19,6 +19,7 @@ from common.models import Result, Slice
 from common.settings import Settings
 from producer.launcher import GIVE_UP_AFTER_CRASHES, LocalWorkers
 from tests.integration.helpers import (
+    enqueue_and_wait,
     fleet,
     fleet_env,
     run_fleet,
@@ -92,8 +93,7 @@ def run_job(tmp_path: Path, env: dict[str, str], name: str) -> set[str]:
     """Enqueue 40 echo items in 20 slices on the launcher's queue, wait; the workers that ran."""
     inputs = tmp_path / f"{name}.jsonl"
     write_inputs(inputs, 40)
-    run_id = fleet(
-        "enqueue",
+    run_id = enqueue_and_wait(
         str(inputs),
         "--engine",
         "echo",
@@ -105,8 +105,7 @@ def run_job(tmp_path: Path, env: dict[str, str], name: str) -> set[str]:
         "launch",
         env=env,
         cwd=tmp_path,
-    ).strip()
-    fleet("status", run_id, "--watch", env=env, cwd=tmp_path)
+    )
     with session_scope(make_engine(env["FLEET_DATABASE_URL"])) as session:
         workers = session.exec(
             select(Result.worker).where(Result.run_id == run_id, col(Result.ok))

@@ -16,6 +16,7 @@ from common.routing import model_queue
 from common.settings import Settings
 from tests.integration.conftest import WorkerStarter
 from tests.integration.helpers import (
+    enqueue_and_wait,
     fleet,
     fleet_env,
     run_fleet,
@@ -76,8 +77,7 @@ def test_two_models_on_two_pinned_workers_never_reload(tmp_path: Path, redis_url
 
         inputs = tmp_path / "in.jsonl"
         write_inputs(inputs, 20)
-        run_id = fleet(
-            "enqueue",
+        run_id = enqueue_and_wait(
             str(inputs),
             "--engine",
             "echo",
@@ -92,8 +92,7 @@ def test_two_models_on_two_pinned_workers_never_reload(tmp_path: Path, redis_url
             "--model-queues",
             env=env,
             cwd=tmp_path,
-        ).strip()
-        fleet("status", run_id, "--watch", env=env, cwd=tmp_path)
+        )
 
         with session_scope(make_engine(env["FLEET_DATABASE_URL"])) as session:
             run = session.get(Run, run_id)
@@ -144,8 +143,7 @@ def test_preloaded_hf_model_serves_the_run_without_a_reload(
 
     inputs = tmp_path / "in.jsonl"
     write_inputs(inputs, 6)
-    run_id = fleet(
-        "enqueue",
+    run_id = enqueue_and_wait(
         str(inputs),
         "--model",
         str(demo_model),
@@ -157,8 +155,7 @@ def test_preloaded_hf_model_serves_the_run_without_a_reload(
         "preload",
         env=env,
         cwd=tmp_path,
-    ).strip()
-    fleet("status", run_id, "--watch", env=env, cwd=tmp_path)
+    )
     after = json.loads(fleet("workers", "list", "--json", env=env, cwd=tmp_path))
     assert after[name]["loads"] == 1, "the preloaded model was loaded again"
     with session_scope(make_engine(database)) as session:

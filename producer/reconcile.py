@@ -70,8 +70,7 @@ def reconcile(
         with session_scope(db) as session:
             won = renew_lease(session, slice_id=slice_id, attempts=attempts)
         if won:
-            publish_slices(app, run_id=run_id, slice_ids=[slice_id], queue=queue)
-            done.requeued.append((run_id, slice_id))
+            done.requeued.append(_hand_out(app, run_id, slice_id, queue))
     if silent_since is not None:
         with session_scope(db) as session:
             orphans = orphaned_receipts(session, silent_since=silent_since)
@@ -81,8 +80,7 @@ def reconcile(
                     session, slice_id=slice_id, worker=worker, received_at=received_at
                 )
             if won:
-                publish_slices(app, run_id=run_id, slice_ids=[slice_id], queue=queue)
-                done.requeued.append((run_id, slice_id))
+                done.requeued.append(_hand_out(app, run_id, slice_id, queue))
     with session_scope(db) as session:
         owing = runs_owing_finalize(session)
     for run_id, queue, status in owing:
@@ -93,3 +91,9 @@ def reconcile(
         publish_finalize(app, run_id=run_id, queue=queue)
         done.finalized.append(run_id)
     return done
+
+
+def _hand_out(app: Celery, run_id: str, slice_id: int, queue: str) -> tuple[str, int]:
+    """Publish a new work order for a slice the caller took over; what to report."""
+    publish_slices(app, run_id=run_id, slice_ids=[slice_id], queue=queue)
+    return run_id, slice_id

@@ -21,6 +21,10 @@ import common.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 #: How long an SQLite writer waits for the lock before giving up, in milliseconds.
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 
+#: Connection pool of a server database (PostgreSQL): checked before use, so a
+#: restarted server is picked up.
+_SERVER_POOL: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
+
 #: Key of the PostgreSQL advisory lock held while creating tables.
 _SCHEMA_LOCK_KEY = 0x466C656574  # "Fleet"
 
@@ -32,14 +36,11 @@ def make_engine(url: str, *, pooled: bool = True) -> Engine:
     end, so between uses the process holds no connection, no socket and no SQLite
     lock state that a forked child could inherit (``worker.upkeep``).
     """
-    parsed = make_url(url)
-    pool_args: dict[str, Any] = {"poolclass": NullPool} if not pooled else {}
-    if parsed.get_backend_name() == "sqlite":
-        engine = _sqlite_engine(url, pool_args)
+    unpooled: dict[str, Any] = {"poolclass": NullPool}
+    if make_url(url).get_backend_name() == "sqlite":
+        engine = _sqlite_engine(url, {} if pooled else unpooled)
     else:
-        if pooled:
-            pool_args = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
-        engine = create_engine(url, **pool_args)
+        engine = create_engine(url, **(_SERVER_POOL if pooled else unpooled))
     create_tables(engine)
     return engine
 

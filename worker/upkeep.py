@@ -143,7 +143,7 @@ def _tick(
 
 @worker_ready.connect
 def _start_upkeep(sender: Any = None, **_: object) -> None:
-    settings = Settings()
+    settings = _settings()
     if sender is None or not (settings.heartbeat_interval or settings.reconcile_interval):
         return
     _stop.clear()

@@ -1,10 +1,16 @@
-"""Shared fixtures of the unit suite: a clean FLEET_* environment for every test."""
+"""Shared fixtures of the unit suite: a clean FLEET_* environment for every test, and an
+SQLite database in the test's folder for those that ask for ``db``."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
+
+from common.db import make_engine
 
 
 @pytest.fixture(autouse=True)
@@ -13,3 +19,10 @@ def clean_fleet_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("FLEET_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
+    yield engine
+    engine.dispose()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from common.db import make_engine, session_scope
+from common.db import session_scope
 from common.evaluation import evaluation_statistics
 from common.models import Item, Run, Slice
 from common.runconfig import RunConfig
@@ -30,13 +29,6 @@ TABLE = {
 
 #: Item score per aggregate, by hand: any = OR, all = AND, majority = more than 2 of 4.
 EXPECTED_OVERALL = {"any": 3.0, "all": 1.0, "majority": 1.0, "mean": 1.75}
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
-    yield engine
-    engine.dispose()
 
 
 def scored_run(db: Engine, tmp_path: Path, aggregate: str) -> str:

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine
 
-from common.db import make_engine
 from common.models import Item, Result
 from producer.export import record, summary
 from tests.unit.test_evaluation import scored_run
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
-    yield engine
-    engine.dispose()
 
 
 def item(**changes: object) -> Item:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,6 @@ import pytest
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
-from common.db import make_engine
 from common.errors import ConfigError, InvalidInputFile
 from common.models import Item, Lane, Result, Run, Slice
 from common.runconfig import RunConfig
@@ -21,13 +19,6 @@ from producer.checkpoints import model_refs
 from producer.cli.options import JobOptions, run_config
 from producer.datasets import dataset_map
 from producer.enqueue import create_run
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
-    yield engine
-    engine.dispose()
 
 
 def write(path: Path, records: list[dict[str, Any]]) -> Path:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from common.db import make_engine
 from common.models import Lane
 from common.routing import model_queue
 from common.runconfig import RunConfig
@@ -20,13 +17,6 @@ from producer.publish import lane_orders
 from worker.app import celery_config
 
 CONFIG = RunConfig(engine="echo", models=["delay=0.01", "delay=0.02"], slice_size=2)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
-    yield engine
-    engine.dispose()
 
 
 def enqueue(db: Engine, tmp_path: Path, *, model_queues: bool) -> str:

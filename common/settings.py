@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.errors import ConfigError
@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     torch_threads: int | None = None
     #: Torch dtype for the ``hf`` engine: auto, float32, bfloat16, float16.
     dtype: str = "auto"
+    #: Prompt positions per prefill forward pass of the ``hf`` engine. Unset: 256 on a
+    #: CPU (faster there, see ``bench.batching``), the whole prompt on a GPU; 0: whole.
+    prefill_chunk: int | None = Field(default=None, ge=0)
 
     #: Host-memory guard: a batch costing more tokens than this (padded prompts + new
     #: tokens) is treated as out of memory and halved, as a CUDA OOM would be.

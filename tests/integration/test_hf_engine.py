@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from producer.demo_model import DEMO_CONTEXT_TOKENS, build_demo_model
 from worker.engines.base import GenerationParams
-from worker.engines.hf import HFEngine
+from worker.engines.hf import HFEngine, _through_first_eos
 
 GREEDY = GenerationParams(max_new_tokens=12)
 SAMPLED = GenerationParams(max_new_tokens=12, temperature=0.9, top_p=0.95, seed=1234)
@@ -141,3 +141,23 @@ def test_sampling_with_same_seed_is_reproducible(engine: HFEngine) -> None:
 def test_empty_batch(engine: HFEngine) -> None:
     assert engine.generate([], GREEDY) == []
     assert engine.count_tokens([]) == []
+
+
+def test_engine_generates_what_plain_generate_does(engine: HFEngine) -> None:
+    # The engine hands generate its own cache (worker/engines/kv_cache.py) and, on a CPU,
+    # prefills in chunks; transformers' defaults (one pass, its own cache) must give the
+    # same tokens on an uneven batch.
+    assert engine.prefill_chunk
+    assert max(engine.count_tokens(PROMPTS)) > engine.prefill_chunk
+    batch = engine.tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        output = engine.model.generate(**batch, max_new_tokens=GREEDY.max_new_tokens)
+    width = batch["input_ids"].shape[1]
+    expected = [
+        engine.tokenizer.decode(
+            _through_first_eos(row, {engine.tokenizer.eos_token_id}), skip_special_tokens=True
+        )
+        for row in output[:, width:].tolist()
+    ]
+    completions = engine.generate(PROMPTS, GREEDY)
+    assert [c.text for c in completions] == expected

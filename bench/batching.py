@@ -11,8 +11,8 @@ torch thread, three ways:
 
 and, as the literal baseline of the tools our users had, plain ``model.generate`` one
 prompt at a time with transformers' defaults (``plain``; ``--skip-plain`` leaves it out).
-Defaults are the run's: 64 new tokens, batches of 16. ``--prefill-chunk`` sets the
-engine's prefill chunk (0: the whole prompt in one pass) to measure what it brings.
+Defaults are the run's: 64 new tokens, batches of 16. ``--prefill-tokens`` sets the
+engine's cap on one prefill pass (0: one pass per batch) to measure what it brings.
 
 Prints items/s and tokens/s for each and the ratios to one-by-one, and writes them as
 JSON (``--output``). Figures, never assertions: this machine is small and noisy.
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--max-batch-tokens", type=int, default=Batching().max_batch_tokens)
     parser.add_argument("--max-new-tokens", type=int, default=Generation().max_new_tokens)
     parser.add_argument("--max-padding", type=float, default=Batching().max_padding)
-    parser.add_argument("--prefill-chunk", type=int, default=None)
+    parser.add_argument("--prefill-tokens", type=int, default=None)
     parser.add_argument("--skip-plain", action="store_true")
     parser.add_argument("--output", type=Path, default=Path("bench/results/batching.json"))
     args = parser.parse_args()
@@ -116,7 +116,7 @@ def main() -> None:
         engine = HFEngine.load(
             str(build_demo_model(Path(folder) / "demo")),
             dtype="float32",
-            prefill_chunk=args.prefill_chunk,
+            prefill_tokens=args.prefill_tokens,
         )
     prompts = prompts_of(EXAMPLE, args.items)
     lengths = engine.count_tokens(prompts)
@@ -130,7 +130,7 @@ def main() -> None:
         f"{len(prompts)} prompts, {min(lengths)}-{max(lengths)} tokens "
         f"(mean {sum(lengths) / len(lengths):.0f}), "
         f"{args.max_new_tokens} new tokens each, 1 torch thread, "
-        f"prefill chunk {engine.prefill_chunk or 'off'}"
+        f"prefill passes of {engine.prefill_tokens or 'any number of'} positions"
     )
     engine.generate(prompts[:2], params)  # warm-up: first-call allocations out of the timing
     singles = [[index] for index in range(len(prompts))]

@@ -60,9 +60,10 @@ class Settings(BaseSettings):
     torch_threads: int | None = None
     #: Torch dtype for the ``hf`` engine: auto, float32, bfloat16, float16.
     dtype: str = "auto"
-    #: Prompt positions per prefill forward pass of the ``hf`` engine. Unset: 256 on a
-    #: CPU (faster there, see ``bench.batching``), the whole prompt on a GPU; 0: whole.
-    prefill_chunk: int | None = Field(default=None, ge=0)
+    #: Most prompt positions (rows x columns) one prefill pass of the ``hf`` engine
+    #: computes; longer batches are prefilled in column chunks. Unset: 4096 on a CPU
+    #: (faster there, see ``bench.batching``), one pass on a GPU; 0: always one pass.
+    prefill_tokens: int | None = Field(default=None, ge=0)
 
     #: Host-memory guard: a batch costing more tokens than this (padded prompts + new
     #: tokens) is treated as out of memory and halved, as a CUDA OOM would be.

@@ -143,12 +143,15 @@ def test_empty_batch(engine: HFEngine) -> None:
     assert engine.count_tokens([]) == []
 
 
-def test_engine_generates_what_plain_generate_does(engine: HFEngine) -> None:
+@pytest.mark.parametrize("prefill_tokens", [0, 600])
+def test_engine_generates_what_plain_generate_does(
+    engine: HFEngine, prefill_tokens: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The engine hands generate its own cache (worker/engines/kv_cache.py) and, on a CPU,
-    # prefills in chunks; transformers' defaults (one pass, its own cache) must give the
-    # same tokens on an uneven batch.
-    assert engine.prefill_chunk
-    assert max(engine.count_tokens(PROMPTS)) > engine.prefill_chunk
+    # prefills long batches in column chunks (600 // 6 rows: chunks of 100 columns here);
+    # transformers' defaults (one pass, its own cache) must give the same tokens on an
+    # uneven batch.
+    monkeypatch.setattr(engine, "prefill_tokens", prefill_tokens)
     batch = engine.tokenizer(PROMPTS, return_tensors="pt", padding=True)
     with torch.inference_mode():
         output = engine.model.generate(**batch, max_new_tokens=GREEDY.max_new_tokens)

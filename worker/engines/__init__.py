@@ -42,7 +42,7 @@ def load_engine(
             dtype=dtype,
             attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code,
-            prefill_chunk=(settings or Settings()).prefill_chunk,
+            prefill_tokens=(settings or Settings()).prefill_tokens,
         )
     if name == "openai":
         from worker.engines.openai import OpenAIEngine

@@ -28,12 +28,12 @@ DTYPES: dict[str, torch.dtype] = {
 # Tokenizers with no length limit report a huge sentinel (about 1e30) as model_max_length.
 _SANE_MAX_LENGTH = 10_000_000
 
-#: Prompt positions per forward pass while a CPU prefills a batch. One pass over 16 rows
-#: of 700 tokens moves activations of tens of megabytes through every layer; in slices of
-#: 256 positions they stay in the processor's caches, which made the prefill of
-#: ``bench.batching``'s length mix about 15% faster with the same tokens out. A GPU
-#: prefills in one pass (not measured there; ``FLEET_PREFILL_CHUNK`` sets it).
-CPU_PREFILL_CHUNK = 256
+#: Most prompt positions (rows x columns) one prefill pass computes on a CPU. One pass
+#: over 16 rows of 700 tokens moves activations of tens of megabytes through every layer;
+#: in column chunks of 4096 / rows positions they stay in the processor's caches, which
+#: made the prefill of ``bench.batching``'s batches about 15% faster with the same tokens
+#: out. A GPU prefills in one pass (not measured there; ``FLEET_PREFILL_TOKENS`` sets it).
+CPU_PREFILL_TOKENS = 4096
 
 
 class HFEngine:
@@ -42,14 +42,14 @@ class HFEngine:
     name = "hf"
 
     def __init__(
-        self, model: Any, tokenizer: Any, device: torch.device, *, prefill_chunk: int | None = None
+        self, model: Any, tokenizer: Any, device: torch.device, *, prefill_tokens: int | None = None
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
         self.max_context = _max_context(model, tokenizer)
-        #: Prompt positions per prefill forward pass; None or 0: the whole prompt at once.
-        self.prefill_chunk = prefill_chunk
+        #: Most positions (rows x columns) per prefill pass; None or 0: one pass.
+        self.prefill_tokens = prefill_tokens
 
     @classmethod
     def load(
@@ -60,16 +60,16 @@ class HFEngine:
         device: str | None = None,
         trust_remote_code: bool = False,
         attn_implementation: str | None = None,
-        prefill_chunk: int | None = None,
+        prefill_tokens: int | None = None,
     ) -> HFEngine:
         """Load ``model`` (a local directory or hub id) onto ``device``, default cuda if seen.
 
         ``dtype`` is ``auto`` (bfloat16 on a GPU that supports it, else float32), or one of
         :data:`DTYPES`. A worker that sees more than one GPU (a GPU group) shards the model
         over them with ``device_map="auto"``. ``trust_remote_code`` runs code shipped with
-        a checkpoint, so it is off unless a run asks for it. ``prefill_chunk`` is the
-        prompt positions per prefill pass: ``None`` picks :data:`CPU_PREFILL_CHUNK` on a
-        CPU and the whole prompt on a GPU, 0 is always the whole prompt.
+        a checkpoint, so it is off unless a run asks for it. ``prefill_tokens`` caps the
+        positions (rows x columns) of one prefill pass: ``None`` picks
+        :data:`CPU_PREFILL_TOKENS` on a CPU and one pass on a GPU, 0 is always one pass.
         """
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch_dtype = _resolve_dtype(dtype, dev)
@@ -94,9 +94,9 @@ class HFEngine:
         else:
             lm.to(dev)
         lm.eval()
-        if prefill_chunk is None and dev.type == "cpu":
-            prefill_chunk = CPU_PREFILL_CHUNK
-        return cls(lm, tokenizer, dev, prefill_chunk=prefill_chunk)
+        if prefill_tokens is None and dev.type == "cpu":
+            prefill_tokens = CPU_PREFILL_TOKENS
+        return cls(lm, tokenizer, dev, prefill_tokens=prefill_tokens)
 
     def count_tokens(self, prompts: Sequence[str]) -> list[int]:
         """Each prompt's length in tokens, special tokens included exactly as generate adds them."""
@@ -143,8 +143,9 @@ class HFEngine:
         cache = reserved_cache(self.model, width + params.max_new_tokens)
         if cache is not None:
             options["cache"] = cache
-            if self.prefill_chunk and width > self.prefill_chunk:
-                options["prefill_chunk_size"] = self.prefill_chunk
+            rows = len(prompts)
+            if self.prefill_tokens and rows * width > self.prefill_tokens:
+                options["prefill_chunk_size"] = max(1, self.prefill_tokens // rows)
         if params.greedy:
             options["do_sample"] = False
         elif params.seed is not None:

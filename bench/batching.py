@@ -14,8 +14,10 @@ prompt at a time with transformers' defaults (``plain``; ``--skip-plain`` leaves
 Defaults are the run's: 64 new tokens, batches of 16. ``--prefill-tokens`` sets the
 engine's cap on one prefill pass (0: one pass per batch) to measure what it brings.
 
-Prints items/s and tokens/s for each and the ratios to one-by-one, and writes them as
-JSON (``--output``). Figures, never assertions: this machine is small and noisy.
+The strategies run in turn, ``--rounds`` times (3); each one's figures are its median
+round, and the budget / one-by-one ratio of every round is printed too. Prints items/s
+and tokens/s for each and the ratios to one-by-one, and writes them as JSON
+(``--output``). Figures, never assertions: this machine is small and noisy.
 
 It also prints why the ratio is what it is: the share of padding each strategy
 computes, and the prefill bound. On a CPU the prompt's forward pass (prefill) is
@@ -33,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -58,23 +61,37 @@ def padding_share(batches: list[list[int]], lengths: list[int]) -> float:
     return 1 - real / padded
 
 
-def timed(name: str, batches: list[list[int]], run: Callable[[list[int]], int]) -> dict[str, float]:
-    started = time.perf_counter()
-    tokens = sum(run(batch) for batch in batches)
-    elapsed = time.perf_counter() - started
+def run_rounds(
+    strategies: dict[str, tuple[list[list[int]], Callable[[list[int]], int]]], rounds: int
+) -> dict[str, list[tuple[float, int]]]:
+    """(seconds, tokens out) of each strategy in each round; a round runs them all in turn.
+
+    Interleaving the strategies and keeping each one's median puts a burst of noise from
+    the machine into one round of one strategy, not into the whole of one of them.
+    """
+    timings: dict[str, list[tuple[float, int]]] = {name: [] for name in strategies}
+    for round_number in range(1, rounds + 1):
+        for name, (batches, run) in strategies.items():
+            started = time.perf_counter()
+            tokens = sum(run(batch) for batch in batches)
+            timings[name].append((time.perf_counter() - started, tokens))
+        spent = ", ".join(f"{name} {timings[name][-1][0]:.1f} s" for name in strategies)
+        print(f"round {round_number}: {spent}")
+    return timings
+
+
+def figures_of(batches: list[list[int]], timings: list[tuple[float, int]]) -> dict[str, Any]:
+    """Items/s and tokens/s of a strategy's median round."""
+    seconds, tokens = sorted(timings)[len(timings) // 2]
     items = sum(len(batch) for batch in batches)
-    figures = {
+    return {
         "items": items,
         "batches": len(batches),
-        "seconds": elapsed,
-        "items_per_s": items / elapsed,
-        "tokens_per_s": tokens / elapsed,
+        "seconds": seconds,
+        "seconds_per_round": [round(spent, 3) for spent, _ in timings],
+        "items_per_s": items / seconds,
+        "tokens_per_s": tokens / seconds,
     }
-    print(
-        f"{name:<12} {figures['items_per_s']:8.2f} items/s {figures['tokens_per_s']:9.1f} "
-        f"tokens/s  ({len(batches)} batches, {elapsed:.1f} s)"
-    )
-    return figures
 
 
 def plain_generate(
@@ -108,6 +125,7 @@ def main() -> None:
     parser.add_argument("--max-padding", type=float, default=Batching().max_padding)
     parser.add_argument("--prefill-tokens", type=int, default=None)
     parser.add_argument("--skip-plain", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--output", type=Path, default=Path("bench/results/batching.json"))
     args = parser.parse_args()
 
@@ -134,15 +152,10 @@ def main() -> None:
     )
     engine.generate(prompts[:2], params)  # warm-up: first-call allocations out of the timing
     singles = [[index] for index in range(len(prompts))]
-    plain = None
-    if not args.skip_plain:
-        plain = timed("plain", singles, plain_generate(engine, prompts, params))
-    one = timed("one-by-one", singles, run)
     fixed_batches = [
         list(range(start, min(start + args.batch_size, len(prompts))))
         for start in range(0, len(prompts), args.batch_size)
     ]
-    fixed = timed("fixed", fixed_batches, run)
     budget_batches = plan_batches(
         lengths,
         batch_size=args.batch_size,
@@ -150,7 +163,24 @@ def main() -> None:
         max_new_tokens=args.max_new_tokens,
         max_padding=args.max_padding,
     )
-    budget = timed("budget", budget_batches, run)
+    strategies = {
+        "one_by_one": (singles, run),
+        "fixed": (fixed_batches, run),
+        "budget": (budget_batches, run),
+    }
+    if not args.skip_plain:
+        strategies["plain"] = (singles, plain_generate(engine, prompts, params))
+    timings = run_rounds(strategies, args.rounds)
+    figures = {
+        name: figures_of(batches, timings[name]) for name, (batches, _) in strategies.items()
+    }
+    print(f"median of {args.rounds} rounds:")
+    for name, row in figures.items():
+        print(
+            f"  {name:<12} {row['items_per_s']:8.2f} items/s {row['tokens_per_s']:9.1f} "
+            f"tokens/s  ({row['batches']} batches, {row['seconds']:.1f} s)"
+        )
+    one, fixed, budget = figures["one_by_one"], figures["fixed"], figures["budget"]
     fixed["padding_share"] = padding_share(fixed_batches, lengths)
     budget["padding_share"] = padding_share(budget_batches, lengths)
     print(
@@ -168,22 +198,26 @@ def main() -> None:
         f"~{prefill_bound:.2f}x"
     )
     ratios = {
-        **({"budget_vs_plain": budget["items_per_s"] / plain["items_per_s"]} if plain else {}),
         "fixed_vs_one_by_one": fixed["items_per_s"] / one["items_per_s"],
         "budget_vs_one_by_one": budget["items_per_s"] / one["items_per_s"],
         "budget_vs_fixed": budget["items_per_s"] / fixed["items_per_s"],
     }
+    if "plain" in figures:
+        ratios["budget_vs_plain"] = budget["items_per_s"] / figures["plain"]["items_per_s"]
     for name, value in ratios.items():
         print(f"{name:<22} {value:.2f}x")
+    per_round = [
+        one_s / budget_s
+        for (one_s, _), (budget_s, _) in zip(timings["one_by_one"], timings["budget"], strict=True)
+    ]
+    print("budget_vs_one_by_one per round: " + ", ".join(f"{ratio:.2f}x" for ratio in per_round))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(
         json.dumps(
             {
                 "config": vars(args) | {"output": str(args.output)},
-                "plain": plain,
-                "one_by_one": one,
-                "fixed": fixed,
-                "budget": budget,
+                **figures,
+                "budget_vs_one_by_one_per_round": per_round,
                 "prefill_one_by_one_s": prefill_s,
                 "prefill_bound": prefill_bound,
                 "ratios": ratios,

@@ -66,13 +66,7 @@ def generate_isolated(
     cost = batch_cost(lengths, params.max_new_tokens) if lengths is not None else None
     started = time.perf_counter()
     try:
-        if memory is not None and cost is not None:
-            memory.check(cost)
-        completions = engine.generate(prompts, params)
-        if len(completions) != len(prompts):
-            raise RuntimeError(
-                f"engine returned {len(completions)} completions for {len(prompts)} prompts"
-            )
+        completions = _generate_checked(engine, prompts, params, memory, cost)
     except SoftTimeLimitExceeded:
         raise
     except PartialFailure as partial:
@@ -80,19 +74,58 @@ def generate_isolated(
         elapsed = time.perf_counter() - started
         return [_partial_outcome(result, elapsed, len(prompts)) for result in partial.results]
     except Exception as error:  # noqa: BLE001  (any engine failure is isolated, not fatal)
+        failure = _Failure.of(error)
+    else:
         elapsed = time.perf_counter() - started
-        if is_out_of_memory(error):
-            free_memory()
-            if memory is not None and cost is not None:
-                memory.record_oom(cost)
-        if len(prompts) == 1:
-            message = f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
-            return [Outcome(None, elapsed, 1, error_kind(error), message)]
-        return _halves(engine, prompts, params, lengths, memory)
+        if memory is not None and cost is not None:
+            memory.record_fit(cost)
+        return [Outcome(completion, elapsed, len(prompts)) for completion in completions]
+    # Out of the except block on purpose: until it ends, the exception's traceback keeps
+    # the failed call's frames alive, and with them its tensors (a batch's KV cache,
+    # activations), so memory freed there, and halves run there, would not get them back.
     elapsed = time.perf_counter() - started
+    if failure.out_of_memory:
+        free_memory()
+        if memory is not None and cost is not None:
+            memory.record_oom(cost)
+    if len(prompts) == 1:
+        return [Outcome(None, elapsed, 1, failure.kind, failure.message)]
+    return _halves(engine, prompts, params, lengths, memory)
+
+
+def _generate_checked(
+    engine: Engine,
+    prompts: Sequence[str],
+    params: GenerationParams,
+    memory: MemoryBudget | None,
+    cost: int | None,
+) -> list[Completion]:
+    """``engine.generate``, refused first by the host-memory guard; one answer per prompt."""
     if memory is not None and cost is not None:
-        memory.record_fit(cost)
-    return [Outcome(completion, elapsed, len(prompts)) for completion in completions]
+        memory.check(cost)
+    completions = engine.generate(prompts, params)
+    if len(completions) != len(prompts):
+        raise RuntimeError(
+            f"engine returned {len(completions)} completions for {len(prompts)} prompts"
+        )
+    return completions
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """What a failed engine call leaves behind: no reference to its traceback."""
+
+    kind: str
+    message: str
+    out_of_memory: bool
+
+    @classmethod
+    def of(cls, error: BaseException) -> _Failure:
+        return cls(
+            kind=error_kind(error),
+            message=f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS],
+            out_of_memory=is_out_of_memory(error),
+        )
 
 
 def _halves(

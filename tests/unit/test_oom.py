@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+from collections.abc import Sequence
+
 import pytest
 import torch
 
 from worker.batching import batch_cost, iter_batches
-from worker.engines import GenerationParams
+from worker.engines import Completion, GenerationParams
 from worker.engines.echo import EchoEngine
 from worker.inference import OOM, generate_isolated
 from worker.oom import HostMemoryExceeded, MemoryBudget, is_out_of_memory
@@ -126,3 +130,36 @@ def test_runtime_forgets_the_budget_when_the_model_changes() -> None:
     runtime.engine_for("echo", "delay=0", "auto")
     assert runtime.memory.limit(1000) == 1000
     assert runtime.memory.guard_tokens == 99
+
+
+class _HoldsMemory:
+    """Stands for a failed batch's tensors: alive while anything references the call's frame."""
+
+
+class _FramesRememberingEngine(EchoEngine):
+    """Runs out of memory on more than one prompt while a local holds a _HoldsMemory, and
+    notes, at each later call, whether the failed call's object was still alive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed_batch: weakref.ref[_HoldsMemory] | None = None
+        self.alive_at_retry: list[bool] = []
+
+    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
+        if self.failed_batch is not None:
+            gc.collect()  # what free_memory does; cycles through frames need the collector
+            self.alive_at_retry.append(self.failed_batch() is not None)
+        held = _HoldsMemory()
+        if len(prompts) > 1:
+            self.failed_batch = weakref.ref(held)
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return super().generate(prompts, params)
+
+
+def test_a_failed_batch_is_released_before_its_halves_run() -> None:
+    # On a GPU, a batch that ran out of memory must give its memory back before the
+    # halves are tried, or they fail for the memory their parent still holds.
+    engine = _FramesRememberingEngine()
+    outcomes = generate_isolated(engine, prompts(2), PARAMS, memory=MemoryBudget())
+    assert all(outcome.completion is not None for outcome in outcomes)
+    assert engine.alive_at_retry == [False, False]

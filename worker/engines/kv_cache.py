@@ -87,7 +87,11 @@ def reserved_cache(model: Any, positions: int) -> DynamicCache | None:
     generation_config = getattr(model, "generation_config", None)
     if getattr(generation_config, "cache_implementation", None) is not None:
         return None
-    if model.config.is_encoder_decoder or not model._supports_default_dynamic_cache():
+    # A private method of transformers' models: a model that lacks it is left to generate.
+    supports_dynamic_cache = getattr(model, "_supports_default_dynamic_cache", None)
+    if model.config.is_encoder_decoder or supports_dynamic_cache is None:
+        return None
+    if not supports_dynamic_cache():
         return None
     cache = DynamicCache(config=model.config.get_text_config(decoder=True))
     cache.layers = [

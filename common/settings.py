@@ -61,8 +61,8 @@ class Settings(BaseSettings):
     #: Torch dtype for the ``hf`` engine: auto, float32, bfloat16, float16.
     dtype: str = "auto"
     #: Most prompt positions (rows x columns) one prefill pass of the ``hf`` engine
-    #: computes; longer batches are prefilled in column chunks. Unset: 4096 on a CPU
-    #: (faster there, see ``bench.batching``), one pass on a GPU; 0: always one pass.
+    #: computes; bigger batches are prefilled row by row. Unset: 4096 on a CPU (faster
+    #: there, see ``bench.batching``), one pass on a GPU; 0: always one pass.
     prefill_tokens: int | None = Field(default=None, ge=0)
 
     #: Host-memory guard: a batch costing more tokens than this (padded prompts + new

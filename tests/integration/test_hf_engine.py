@@ -143,16 +143,17 @@ def test_empty_batch(engine: HFEngine) -> None:
     assert engine.count_tokens([]) == []
 
 
-@pytest.mark.parametrize("prefill_tokens", [0, 600])
+@pytest.mark.parametrize("prefill_tokens", [0, 200])
 def test_engine_generates_what_plain_generate_does(
     engine: HFEngine, prefill_tokens: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The engine hands generate its own cache (worker/engines/kv_cache.py) and, on a CPU,
-    # prefills long batches in column chunks (600 // 6 rows: chunks of 100 columns here);
-    # transformers' defaults (one pass, its own cache) must give the same tokens on an
-    # uneven batch.
+    # prefills a batch over prefill_tokens positions row by row (here in passes of 200
+    # columns, the one-token row with nothing to prefill); transformers' defaults (one
+    # padded pass, its own cache) must give the same tokens on an uneven batch.
     monkeypatch.setattr(engine, "prefill_tokens", prefill_tokens)
-    batch = engine.tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    prompts = [*PROMPTS, "", "Hi there"]  # "" is <s> alone: a one-token row
+    batch = engine.tokenizer(prompts, return_tensors="pt", padding=True)
     with torch.inference_mode():
         output = engine.model.generate(**batch, max_new_tokens=GREEDY.max_new_tokens)
     width = batch["input_ids"].shape[1]
@@ -162,5 +163,5 @@ def test_engine_generates_what_plain_generate_does(
         )
         for row in output[:, width:].tolist()
     ]
-    completions = engine.generate(PROMPTS, GREEDY)
+    completions = engine.generate(prompts, GREEDY)
     assert [c.text for c in completions] == expected

@@ -98,3 +98,31 @@ def reserved_cache(model: Any, positions: int) -> DynamicCache | None:
         ReservedLayer(positions) if type(layer) is DynamicLayer else layer for layer in cache.layers
     ]
     return cache
+
+
+def fully_reserved(cache: DynamicCache) -> bool:
+    """Whether every layer of ``cache`` is a :class:`ReservedLayer` (plain full attention)."""
+    return all(isinstance(layer, ReservedLayer) for layer in cache.layers)
+
+
+def stitch_rows(cache: DynamicCache, rows: list[tuple[int, DynamicCache]], columns: int) -> None:
+    """Fill the empty ``cache`` of a batch from caches computed one row at a time.
+
+    ``rows`` holds, for each row of the batch, the column where its tokens start once
+    left-padded to ``columns`` and the cache of those tokens alone. Positions before
+    that column are zeros, which the batch's attention mask hides.
+    """
+    for index, layer in enumerate(cache.layers):
+        # Any: transformers types a cache's layers as a union that includes layers
+        # without keys; these are plain full-attention layers (see fully_reserved).
+        own: list[tuple[int, Any]] = [(offset, part.layers[index]) for offset, part in rows]
+        widest = next(row_layer for offset, row_layer in own if offset == 0)
+        batch_shape = (len(rows), widest.keys.shape[1], columns)
+        keys = widest.keys.new_zeros((*batch_shape, widest.keys.shape[3]))
+        values = widest.values.new_zeros((*batch_shape, widest.values.shape[3]))
+        for row, (offset, row_layer) in enumerate(own):
+            if offset < columns:  # a one-token prompt has nothing cached before its last token
+                keys[row, :, offset:] = row_layer.keys[0]
+                values[row, :, offset:] = row_layer.values[0]
+        target: Any = layer
+        target.update(keys, values)

@@ -118,11 +118,15 @@ def stitch_rows(cache: DynamicCache, rows: list[tuple[int, DynamicCache]], colum
         own: list[tuple[int, Any]] = [(offset, part.layers[index]) for offset, part in rows]
         widest = next(row_layer for offset, row_layer in own if offset == 0)
         batch_shape = (len(rows), widest.keys.shape[1], columns)
-        keys = widest.keys.new_zeros((*batch_shape, widest.keys.shape[3]))
-        values = widest.values.new_zeros((*batch_shape, widest.values.shape[3]))
+        zero = widest.keys.new_zeros(())
+        # Zeros expanded, not allocated: the update fills the layer's own buffers with
+        # them and returns views of those, which the rows are then written into.
+        target: Any = layer
+        keys, values = target.update(
+            zero.expand(*batch_shape, widest.keys.shape[3]),
+            zero.expand(*batch_shape, widest.values.shape[3]),
+        )
         for row, (offset, row_layer) in enumerate(own):
             if offset < columns:  # a one-token prompt has nothing cached before its last token
                 keys[row, :, offset:] = row_layer.keys[0]
                 values[row, :, offset:] = row_layer.values[0]
-        target: Any = layer
-        target.update(keys, values)

@@ -8,9 +8,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from common.settings import Settings
 from producer.demo_model import DEMO_CONTEXT_TOKENS, build_demo_model
+from worker.engines import load_engine
 from worker.engines.base import GenerationParams
-from worker.engines.hf import HFEngine, _through_first_eos
+from worker.engines.hf import CPU_PREFILL_TOKENS, HFEngine, _through_first_eos
 
 GREEDY = GenerationParams(max_new_tokens=12)
 SAMPLED = GenerationParams(max_new_tokens=12, temperature=0.9, top_p=0.95, seed=1234)
@@ -165,3 +167,13 @@ def test_engine_generates_what_plain_generate_does(
     ]
     completions = engine.generate(prompts, GREEDY)
     assert [c.text for c in completions] == expected
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, CPU_PREFILL_TOKENS), (0, 0), (512, 512)])
+def test_prefill_tokens_setting_reaches_the_engine(
+    demo_dir: pathlib.Path, setting: int | None, expected: int
+) -> None:
+    settings = Settings(prefill_tokens=setting)
+    engine = load_engine("hf", str(demo_dir), dtype="float32", settings=settings)
+    assert isinstance(engine, HFEngine)
+    assert engine.prefill_tokens == expected  # unset: the CPU default, as no GPU is here

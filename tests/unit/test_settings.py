@@ -112,6 +112,8 @@ def test_bad_broker_scheme_is_rejected(monkeypatch: pytest.MonkeyPatch, url: str
         ("FLEET_MAX_NEW_TOKENS", "0"),
         ("FLEET_SLICE_TIME_LIMIT", "29"),
         ("FLEET_SLICE_SIZE", "many"),
+        ("FLEET_PREFILL_TOKENS", "-1"),
+        ("FLEET_PREFILL_TOKENS", "many"),
     ],
 )
 def test_bad_numbers_are_rejected(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:

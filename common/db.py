@@ -1,7 +1,15 @@
 """Database engines and sessions: SQLite (WAL, busy timeout) or PostgreSQL (psycopg 3).
 
 Tables are created on first use, under a lock so that many workers starting at
-once against an empty database do not trip over each other.
+once against an empty database do not trip over each other. A database made by an
+earlier version gets the columns and indexes it lacks (``_upgrade``).
+
+Connections: a pooled engine keeps at most ``_SERVER_POOL``'s pool size plus
+overflow open. A worker's pool process uses one at a time (its slice's
+transactions follow each other), and its main process opens one only for the
+length of a heartbeat or a reconciler pass (``pooled=False``): about two
+connections per worker, so a fleet of N workers needs ``max_connections`` of
+about 2N plus the producers, or PgBouncer in front (README, "Many workers").
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, Integer, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, SQLModel
@@ -23,7 +31,7 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 
 #: Connection pool of a server database (PostgreSQL): checked before use, so a
 #: restarted server is picked up.
-_SERVER_POOL: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
+_SERVER_POOL: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 1, "max_overflow": 4}
 
 #: Key of the PostgreSQL advisory lock held while creating tables.
 _SCHEMA_LOCK_KEY = 0x466C656574  # "Fleet"
@@ -81,6 +89,27 @@ def create_tables(engine: Engine) -> None:
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY}
             )
         SQLModel.metadata.create_all(connection)
+        _upgrade(connection)
+
+
+def _upgrade(connection: Connection) -> None:
+    """Add the columns and indexes an older version's tables lack.
+
+    New integer columns are counters: existing rows read as zero. Others start NULL.
+    """
+    inspector = inspect(connection)
+    for table in SQLModel.metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            kind = column.type.compile(dialect=connection.dialect)
+            default = " NOT NULL DEFAULT 0" if isinstance(column.type, Integer) else ""
+            connection.execute(
+                text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}{default}')
+            )
+        for index in table.indexes:
+            index.create(connection, checkfirst=True)
 
 
 @contextmanager

@@ -48,3 +48,18 @@ class RunNotFound(FleetError):
 
 class MessageError(FleetError):
     """A task message that does not decode into the wire format."""
+
+
+class ForeignWorkOrder(MessageError):
+    """A slice order whose slice belongs to another run than the one it names.
+
+    What a broker kept across a reset database, or a buggy client, produces. It
+    is refused whole: running it would write one run's items as another's results.
+    """
+
+    def __init__(self, run_id: str, slice_id: int, owner: str | None) -> None:
+        self.run_id = run_id
+        self.slice_id = slice_id
+        self.owner = owner
+        whose = f"belongs to run {owner}" if owner else "does not exist"
+        super().__init__(f"slice {slice_id} {whose}, not to run {run_id}: order refused")

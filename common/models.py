@@ -56,6 +56,11 @@ class Run(SQLModel, table=True):
     rejected_count: int = 0
     lane_count: int = 0
     slice_count: int = 0
+    #: Results of the run's done slices, added as each slice finishes (``store.finish_slice``):
+    #: what ``fleet status`` and the progress bar read, at the same cost for any run size.
+    results_ok: int = 0
+    results_failed: int = 0
+    slices_done: int = 0
     #: How many times finalize ran to completion: 1 on a healthy run, never more.
     finalize_count: int = 0
     created_at: datetime = Field(default_factory=utcnow, index=True)
@@ -127,14 +132,24 @@ class Slice(SQLModel, table=True):
     worker: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    #: The slice's results when it was marked done: what it added to its run's counts,
+    #: and takes back if it is reopened.
+    results_ok: int = 0
+    results_failed: int = 0
 
 
 class Result(SQLModel, table=True):
-    """The answer (or error) of one item in one lane."""
+    """The answer (or error) of one item in one lane.
+
+    Every result names the slice that holds its item in its lane (rejected records
+    too), so a slice finds its own results through ``ix_result_slice`` alone, at the
+    same cost in a run of any size. The unique key leads with (run, lane), so the
+    run-wide statistics need no index of their own.
+    """
 
     __table_args__ = (
-        UniqueConstraint("run_id", "item_id", "lane_index", name="uq_result_run_item_lane"),
-        Index("ix_result_run_lane", "run_id", "lane_index"),
+        UniqueConstraint("run_id", "lane_index", "item_id", name="uq_result_run_lane_item"),
+        Index("ix_result_slice", "slice_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -181,11 +196,11 @@ class Attempt(SQLModel, table=True):
     """
 
     __table_args__ = (
-        UniqueConstraint("run_id", "item_id", "lane_index", name="uq_attempt_run_item_lane"),
+        UniqueConstraint("run_id", "lane_index", "item_id", name="uq_attempt_run_lane_item"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    run_id: str = Field(foreign_key="run.id", index=True, max_length=32)
+    run_id: str = Field(foreign_key="run.id", max_length=32)
     item_id: int = Field(foreign_key="item.id")
     lane_index: int
     count: int = 0
@@ -221,3 +236,16 @@ class WorkerBeat(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=200)
     booted_at: datetime
     seen_at: datetime
+
+
+class ReconcileTurn(SQLModel, table=True):
+    """Whose turn the fleet's reconciler pass is: one row, taken by compare-and-set.
+
+    Every worker offers a pass every ``FLEET_RECONCILE_INTERVAL`` seconds; the one
+    that moves ``started_at`` forward runs it, the others skip, so a fleet of any
+    size makes about one pass per interval instead of one per worker.
+    """
+
+    name: str = Field(primary_key=True, max_length=32)
+    worker: str = Field(max_length=200)
+    started_at: datetime

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from common.constants import LATEST
@@ -29,6 +28,9 @@ from common.models import (
     utcnow,
 )
 from common.stats import Stat
+
+#: Ids per ``IN`` list: under SQLite's limit on bound parameters.
+_IDS_PER_STATEMENT = 5000
 
 
 def resolve_run(session: Session, run_ref: str) -> Run:
@@ -74,24 +76,17 @@ class Progress:
 
 
 def progress(session: Session, *, run_id: str) -> Progress:
+    """Read from the run's row alone: the counts its slices added as they finished,
+    so a run of a million items costs what a run of ten does."""
     run = session.get(Run, run_id)
     if run is None:
         raise RunNotFound(run_id)
-    by_outcome: dict[bool, int] = {
-        ok: count
-        for ok, count in session.execute(
-            select(Result.ok, func.count()).where(Result.run_id == run_id).group_by(col(Result.ok))
-        )
-    }
-    slices_done = session.execute(
-        select(func.count()).where(Slice.run_id == run_id, Slice.status == SliceStatus.done.value)
-    ).scalar_one()
     return Progress(
         status=run.status,
         expected=run.item_count * run.lane_count,
-        ok=by_outcome.get(True, 0),
-        failed=by_outcome.get(False, 0),
-        slices_done=slices_done,
+        ok=run.results_ok,
+        failed=run.results_failed,
+        slices_done=run.slices_done,
         slices_total=run.slice_count,
         started_at=run.started_at,
     )
@@ -133,42 +128,42 @@ def stored_stats(session: Session, *, run_id: str) -> list[Stat]:
 
 
 def open_items(session: Session, *, slice_row: Slice) -> list[Item]:
-    """The slice's items that have no result in its lane yet, in input order."""
-    answered = select(Result.id).where(
-        Result.run_id == slice_row.run_id,
-        Result.item_id == Item.id,
-        Result.lane_index == slice_row.lane_index,
-    )
+    """The slice's items that have no result in its lane yet, in input order.
+
+    Two index lookups, each bounded by the slice's own rows whatever the size of
+    its run: the slice's range of items (``uq`` on (run, seq), or
+    ``ix_item_run_slice_pos``), and the slice's results (``ix_result_slice``). No
+    join for a planner to turn into a scan of the run's results.
+    """
     # A --sort-by-length run's slices are ranges of the slicing order, not of seq.
     position = col(Item.slice_pos) if slice_row.by_length else col(Item.seq)
-    return list(
-        session.exec(
-            select(Item)
-            .where(
-                Item.run_id == slice_row.run_id,
-                position >= slice_row.seq_start,
-                position < slice_row.seq_end,
-                ~answered.exists(),
-            )
-            .order_by(col(Item.seq))
+    items = session.exec(
+        select(Item).where(
+            Item.run_id == slice_row.run_id,
+            position >= slice_row.seq_start,
+            position < slice_row.seq_end,
+            col(Item.reject_reason).is_(None),
         )
-    )
+    ).all()
+    answered = set(session.exec(select(Result.item_id).where(Result.slice_id == slice_row.id)))
+    return sorted((item for item in items if item.id not in answered), key=lambda item: item.seq)
 
 
 def attempt_counts(
     session: Session, *, run_id: str, lane_index: int, item_ids: list[int]
 ) -> dict[int, tuple[int, str | None]]:
     """(attempts so far, last error) of the items that were tried before, by item id."""
-    if not item_ids:
-        return {}
-    rows = session.exec(
-        select(Attempt.item_id, Attempt.count, Attempt.last_error).where(
-            Attempt.run_id == run_id,
-            Attempt.lane_index == lane_index,
-            col(Attempt.item_id).in_(item_ids),
+    counts: dict[int, tuple[int, str | None]] = {}
+    for start in range(0, len(item_ids), _IDS_PER_STATEMENT):
+        rows = session.exec(
+            select(Attempt.item_id, Attempt.count, Attempt.last_error).where(
+                Attempt.run_id == run_id,
+                Attempt.lane_index == lane_index,
+                col(Attempt.item_id).in_(item_ids[start : start + _IDS_PER_STATEMENT]),
+            )
         )
-    )
-    return {item_id: (count, last_error) for item_id, count, last_error in rows}
+        counts.update({item_id: (count, last_error) for item_id, count, last_error in rows})
+    return counts
 
 
 def run_status(session: Session, *, run_id: str) -> str:
@@ -275,3 +270,27 @@ def runs_owing_finalize(session: Session) -> list[tuple[str, str, str]]:
         )
     )
     return [(run_id, queue, status) for run_id, queue, status in rows]
+
+
+def slice_queues(
+    session: Session, *, run_id: str, slice_ids: Sequence[int] | None = None
+) -> dict[str, list[int]]:
+    """Slice ids of a run (all, or ``slice_ids``) by their lane's queue, lane-then-range order."""
+    query = (
+        select(Lane.queue, Slice.id)
+        .join(
+            Lane,
+            sa.and_(
+                col(Lane.run_id) == col(Slice.run_id), col(Lane.index) == col(Slice.lane_index)
+            ),
+        )
+        .where(Slice.run_id == run_id)
+        .order_by(col(Slice.lane_index), col(Slice.index))
+    )
+    if slice_ids is not None:
+        query = query.where(col(Slice.id).in_(list(slice_ids)))
+    orders: dict[str, list[int]] = {}
+    for queue, slice_id in session.exec(query):
+        if slice_id is not None:
+            orders.setdefault(queue, []).append(slice_id)
+    return orders

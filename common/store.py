@@ -7,20 +7,22 @@ key, state changes are compare-and-set on the row's current state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, exists, func, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col, select
 
+from common.errors import ForeignWorkOrder
 from common.models import (
     OPEN_SLICE_STATES,
     Attempt,
     Item,
     Lane,
     Receipt,
+    ReconcileTurn,
     Result,
     Run,
     RunStat,
@@ -48,6 +50,27 @@ _RESULT_UPDATABLE = (
     "error_message",
     "created_at",
 )
+
+#: What a result row holds when its builder leaves a column out (a failure has no answer).
+_RESULT_DEFAULTS: dict[str, Any] = {
+    "slice_id": None,
+    "answer": None,
+    "parsed": None,
+    "score": None,
+    "latency_s": 0.0,
+    "tokens_in": 0,
+    "tokens_out": 0,
+    "batch_size": 0,
+    "worker": None,
+    "gpu_group": None,
+    "attempts": 1,
+    "error_kind": None,
+    "error_message": None,
+}
+
+#: Rows per multi-row statement: well under SQLite's and PostgreSQL's limits on
+#: bound parameters (32,766 and 65,535) at a result's 18 columns.
+ROWS_PER_STATEMENT = 500
 
 
 def insert_run(session: Session, *, run: Run, lanes: Sequence[Lane]) -> None:
@@ -78,10 +101,17 @@ def set_run_counts(
     )
 
 
-def claim_slice(session: Session, *, slice_id: int, worker: str) -> Slice | None:
-    """Mark a slice as running on ``worker``; None when it owes nothing any more."""
+def claim_slice(session: Session, *, run_id: str, slice_id: int, worker: str) -> Slice | None:
+    """Mark a slice as running on ``worker``; None when it owes nothing any more.
+
+    Raises ``ForeignWorkOrder`` (nothing written) when the slice is not ``run_id``'s:
+    an order from a broker that outlived its database must not write one run's
+    items as another run's results.
+    """
     row = session.get(Slice, slice_id, with_for_update=True)
-    if row is None or row.status not in OPEN_SLICE_STATES:
+    if row is None or row.run_id != run_id:
+        raise ForeignWorkOrder(run_id, slice_id, row.run_id if row else None)
+    if row.status not in OPEN_SLICE_STATES:
         return None
     run_status = session.exec(select(Run.status).where(Run.id == row.run_id)).one()
     if run_status not in (RunStatus.pending, RunStatus.running):
@@ -101,26 +131,95 @@ def claim_slice(session: Session, *, slice_id: int, worker: str) -> Slice | None
 
 
 def save_results(session: Session, *, rows: Sequence[dict[str, Any]]) -> None:
-    """Upsert results on (run, item, lane). An ok answer is never overwritten."""
-    if not rows:
-        return
-    statement = _upsert(session, Result)
-    statement = statement.on_conflict_do_update(
-        index_elements=["run_id", "item_id", "lane_index"],
-        set_={
-            **{name: statement.excluded[name] for name in _RESULT_UPDATABLE},
-            "attempts": col(Result.attempts) + 1,
-        },
-        where=col(Result.ok).is_(False),
-    )
-    session.execute(statement, list(rows))
+    """Upsert results on (run, lane, item), many rows a statement. An ok answer is
+    never overwritten."""
+    now = utcnow()
+    for chunk in _chunks(rows, ROWS_PER_STATEMENT):
+        statement = _upsert(session, Result).values(
+            [{**_RESULT_DEFAULTS, "created_at": now, **row} for row in chunk]
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=["run_id", "lane_index", "item_id"],
+            set_={
+                **{name: statement.excluded[name] for name in _RESULT_UPDATABLE},
+                "attempts": col(Result.attempts) + 1,
+            },
+            where=col(Result.ok).is_(False),
+        )
+        session.execute(statement)
 
 
-def finish_slice(session: Session, *, slice_id: int) -> None:
-    session.execute(
+def finish_slice(session: Session, *, run_id: str, slice_id: int) -> bool:
+    """Mark an open slice done and add its results to its run's counts; True if it was open.
+
+    The slice's row is updated first: of two workers finishing the same slice at
+    once (the reconciler handed out a slice whose worker was only slow), the
+    second waits for the first's row lock, then finds it done and adds nothing.
+    """
+    ok, failed = _slice_counts(session, slice_id=slice_id)
+    outcome = session.execute(
         update(Slice)
         .where(col(Slice.id) == slice_id, col(Slice.status).in_(OPEN_SLICE_STATES))
-        .values(status=SliceStatus.done.value, finished_at=utcnow())
+        .values(
+            status=SliceStatus.done.value,
+            finished_at=utcnow(),
+            results_ok=ok,
+            results_failed=failed,
+        )
+    )
+    session.execute(delete(Receipt).where(col(Receipt.slice_id) == slice_id))
+    if outcome.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    session.execute(
+        update(Run)
+        .where(col(Run.id) == run_id)
+        .values(
+            results_ok=col(Run.results_ok) + ok,
+            results_failed=col(Run.results_failed) + failed,
+            slices_done=col(Run.slices_done) + 1,
+        )
+    )
+    return True
+
+
+def _slice_counts(session: Session, *, slice_id: int) -> tuple[int, int]:
+    """(ok, failed) results of one slice, through ``ix_result_slice``."""
+    counts = dict(
+        session.execute(
+            select(Result.ok, func.count())
+            .where(col(Result.slice_id) == slice_id)
+            .group_by(col(Result.ok))
+        ).all()
+    )
+    return int(counts.get(True, 0)), int(counts.get(False, 0))
+
+
+def _reopen_done(session: Session, *, run_id: str, slice_ids: Sequence[int]) -> None:
+    """Set done slices back to pending and take their results out of the run's counts."""
+    ids = list(slice_ids)
+    if not ids:
+        return
+    done = col(Slice.status) == SliceStatus.done.value
+    taken_back = session.execute(
+        select(
+            func.coalesce(func.sum(Slice.results_ok), 0),
+            func.coalesce(func.sum(Slice.results_failed), 0),
+            func.count(),
+        ).where(col(Slice.id).in_(ids), done)
+    ).one()
+    session.execute(
+        update(Slice)
+        .where(col(Slice.id).in_(ids), done)
+        .values(status=SliceStatus.pending.value, finished_at=None, results_ok=0, results_failed=0)
+    )
+    session.execute(
+        update(Run)
+        .where(col(Run.id) == run_id)
+        .values(
+            results_ok=col(Run.results_ok) - taken_back[0],
+            results_failed=col(Run.results_failed) - taken_back[1],
+            slices_done=col(Run.slices_done) - taken_back[2],
+        )
     )
 
 
@@ -188,35 +287,35 @@ def count_attempts(
     session: Session, *, run_id: str, lane_index: int, item_ids: Sequence[int]
 ) -> None:
     """Add one attempt to each item, before the engine sees it (so a death still counts)."""
-    if not item_ids:
-        return
-    statement = _upsert(session, Attempt)
-    statement = statement.on_conflict_do_update(
-        index_elements=["run_id", "item_id", "lane_index"],
-        set_={"count": col(Attempt.count) + 1},
-    )
-    session.execute(
-        statement,
-        [
-            {"run_id": run_id, "item_id": item_id, "lane_index": lane_index, "count": 1}
-            for item_id in item_ids
-        ],
-    )
+    for chunk in _chunks(item_ids, ROWS_PER_STATEMENT):
+        statement = _upsert(session, Attempt).values(
+            [
+                {"run_id": run_id, "lane_index": lane_index, "item_id": item_id, "count": 1}
+                for item_id in chunk
+            ]
+        )
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["run_id", "lane_index", "item_id"],
+                set_={"count": col(Attempt.count) + 1},
+            )
+        )
 
 
 def record_attempt_error(
     session: Session, *, run_id: str, lane_index: int, item_ids: Sequence[int], error: str
 ) -> None:
     """Keep the error that ended an attempt, to quote if the item is quarantined."""
-    session.execute(
-        update(Attempt)
-        .where(
-            col(Attempt.run_id) == run_id,
-            col(Attempt.lane_index) == lane_index,
-            col(Attempt.item_id).in_(list(item_ids)),
+    for chunk in _chunks(item_ids, ROWS_PER_STATEMENT):
+        session.execute(
+            update(Attempt)
+            .where(
+                col(Attempt.run_id) == run_id,
+                col(Attempt.lane_index) == lane_index,
+                col(Attempt.item_id).in_(chunk),
+            )
+            .values(last_error=error)
         )
-        .values(last_error=error)
-    )
 
 
 def renew_lease(session: Session, *, slice_id: int, attempts: int) -> bool:
@@ -244,7 +343,17 @@ def cancel_run(session: Session, *, run_id: str) -> bool:
 
     Workers refuse to claim its slices from now on and stop a slice they hold
     before its next batch; the batch in flight still stores its results.
+
+    The slices are updated before the run, in the order ``finish_slice`` takes the
+    two rows, so a cancel and a slice finishing at once cannot deadlock. A run
+    whose status forbids the cancel has no open slice, so the first step changed
+    nothing.
     """
+    session.execute(
+        update(Slice)
+        .where(col(Slice.run_id) == run_id, col(Slice.status).in_(OPEN_SLICE_STATES))
+        .values(status=SliceStatus.cancelled.value, finished_at=utcnow())
+    )
     outcome = session.execute(
         update(Run)
         .where(
@@ -253,14 +362,7 @@ def cancel_run(session: Session, *, run_id: str) -> bool:
         )
         .values(status=RunStatus.cancelled.value, finished_at=utcnow())
     )
-    if outcome.rowcount != 1:  # type: ignore[attr-defined]
-        return False
-    session.execute(
-        update(Slice)
-        .where(col(Slice.run_id) == run_id, col(Slice.status).in_(OPEN_SLICE_STATES))
-        .values(status=SliceStatus.cancelled.value, finished_at=utcnow())
-    )
-    return True
+    return bool(outcome.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def reopen_failed(session: Session, *, run_id: str, kinds: Sequence[str] | None) -> int:
@@ -285,23 +387,30 @@ def reopen_failed(session: Session, *, run_id: str, kinds: Sequence[str] | None)
     rows = list(session.execute(failed))
     if not rows:
         return 0
-    session.execute(delete(Result).where(col(Result.id).in_([row[0] for row in rows])))
-    for _, item_id, lane_index, _ in rows:
-        session.execute(
-            delete(Attempt).where(
-                col(Attempt.run_id) == run_id,
-                col(Attempt.item_id) == item_id,
-                col(Attempt.lane_index) == lane_index,
-            )
-        )
     # The slice that wrote a result is the one holding its item in that lane (by
-    # input order or, with --sort-by-length, by prompt length).
-    slice_ids = {row[3] for row in rows if row[3] is not None}
-    session.execute(
-        update(Slice)
-        .where(col(Slice.id).in_(slice_ids))
-        .values(status=SliceStatus.pending.value, finished_at=None)
-    )
+    # input order or, with --sort-by-length, by prompt length). Its counts leave
+    # the run's before its results go.
+    slice_ids = sorted({row[3] for row in rows if row[3] is not None})
+    for chunk in _chunks(slice_ids, ROWS_PER_STATEMENT):
+        _reopen_done(session, run_id=run_id, slice_ids=chunk)
+        session.execute(
+            update(Slice)
+            .where(col(Slice.id).in_(chunk))
+            .values(status=SliceStatus.pending.value, finished_at=None)
+        )
+    for chunk in _chunks(rows, ROWS_PER_STATEMENT):
+        session.execute(delete(Result).where(col(Result.id).in_([row[0] for row in chunk])))
+        by_lane: dict[int, list[int]] = {}
+        for _, item_id, lane_index, _ in chunk:
+            by_lane.setdefault(lane_index, []).append(item_id)
+        for lane_index, item_ids in by_lane.items():
+            session.execute(
+                delete(Attempt).where(
+                    col(Attempt.run_id) == run_id,
+                    col(Attempt.lane_index) == lane_index,
+                    col(Attempt.item_id).in_(item_ids),
+                )
+            )
     session.execute(
         update(Run)
         .where(col(Run.id) == run_id)
@@ -354,6 +463,70 @@ def order_items_by_length(session: Session, *, run_id: str) -> None:
     session.execute(
         update(Item).where(col(Item.id) == ranked.c.item_id).values(slice_pos=ranked.c.position)
     )
+
+
+def take_reconcile_turn(session: Session, *, worker: str, interval_s: float) -> bool:
+    """Compare-and-set: this worker runs the fleet's next reconciler pass. True for the winner.
+
+    Wins when the last pass started at least ``interval_s`` (less a tenth, for the
+    passes' jitter) ago; every other worker offering a pass meanwhile is told no.
+    """
+    now = utcnow()
+    insert_once = _upsert(session, ReconcileTurn).values(
+        name="reconcile", worker=worker, started_at=now - timedelta(seconds=interval_s)
+    )
+    session.execute(insert_once.on_conflict_do_nothing(index_elements=["name"]))
+    outcome = session.execute(
+        update(ReconcileTurn)
+        .where(
+            col(ReconcileTurn.name) == "reconcile",
+            col(ReconcileTurn.started_at) <= now - timedelta(seconds=interval_s * 0.9),
+        )
+        .values(worker=worker, started_at=now)
+    )
+    return bool(outcome.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def reopen_incomplete(session: Session, *, run_id: str) -> list[int]:
+    """Done slices of a run that hold fewer results than items: set back to pending.
+
+    Finalize's last check before ``completed`` (``worker.tasks.finalize``): a run
+    only completes when every item has a result in every lane. Counts results by
+    slice, once per run. Returns the reopened slice ids, for new work orders.
+    """
+    written = (
+        select(col(Result.slice_id).label("slice_id"), func.count().label("results"))
+        .where(col(Result.run_id) == run_id)
+        .group_by(col(Result.slice_id))
+        .subquery()
+    )
+    short = list(
+        session.exec(
+            select(Slice.id)
+            .outerjoin(written, written.c.slice_id == col(Slice.id))
+            .where(
+                col(Slice.run_id) == run_id,
+                col(Slice.status) == SliceStatus.done.value,
+                func.coalesce(written.c.results, 0) < col(Slice.seq_end) - col(Slice.seq_start),
+            )
+            .order_by(col(Slice.id))
+        )
+    )
+    ids = [slice_id for slice_id in short if slice_id is not None]
+    for chunk in _chunks(ids, ROWS_PER_STATEMENT):
+        _reopen_done(session, run_id=run_id, slice_ids=chunk)
+    if ids:
+        session.execute(
+            update(Run)
+            .where(col(Run.id) == run_id)
+            .values(status=RunStatus.running.value, finished_at=None)
+        )
+    return ids
+
+
+def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 def _put(session: Session, table: type[SQLModel], key: str, **values: Any) -> None:

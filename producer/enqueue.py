@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 from common import scoring
 from common.db import session_scope
 from common.errors import ConfigError, InputError, InvalidInputFile
-from common.models import Item, Lane, Run, utcnow
+from common.models import Item, Lane, Run, Slice, utcnow
 from common.routing import model_queue
 from common.runconfig import RunConfig
 from common.store import (
@@ -121,7 +121,6 @@ def create_run(
                 raise InvalidInputFile(dataset.source, [InputError(dataset.source, 0, message)], 1)
             count += added
             error_total += dataset_errors
-        _fail_rejects(session, run_id, len(lanes))
         if config.sort_by_length:
             order_items_by_length(session, run_id=run_id)
         ranges = cut(count, config.slice_size)
@@ -140,6 +139,8 @@ def create_run(
                 for index, (start, end) in enumerate(ranges)
             ],
         )
+        if error_total:
+            _fail_rejects(session, run_id, config.slice_size, config.sort_by_length)
         slices = len(ranges) * len(lanes)
         set_run_counts(
             session,
@@ -250,13 +251,23 @@ def _item_row(run_id: str, seq: int, entry: InputRecord | Rejected, dataset: str
     }
 
 
-def _fail_rejects(session: Session, run_id: str, lanes: int) -> None:
-    """A rejected record gets a failed result in every lane, so it is counted, never run."""
+def _fail_rejects(session: Session, run_id: str, slice_size: int, by_length: bool) -> None:
+    """A rejected record gets a failed result in every lane, so it is counted, never run.
+
+    Each result names the slice holding its item in its lane, as a worker's would:
+    the slice counts it when it finishes.
+    """
+    position = col(Item.slice_pos) if by_length else col(Item.seq)
     rejects = session.exec(
-        select(Item.id, Item.reject_reason).where(
+        select(Item.id, position, Item.reject_reason).where(
             Item.run_id == run_id, col(Item.reject_reason).is_not(None)
         )
     ).all()
+    lanes_of_slice: dict[int, list[tuple[int, int | None]]] = {}
+    for slice_id, lane, index in session.exec(
+        select(Slice.id, Slice.lane_index, Slice.index).where(Slice.run_id == run_id)
+    ):
+        lanes_of_slice.setdefault(index, []).append((lane, slice_id))
     save_results(
         session,
         rows=[
@@ -264,12 +275,13 @@ def _fail_rejects(session: Session, run_id: str, lanes: int) -> None:
                 "run_id": run_id,
                 "item_id": item_id,
                 "lane_index": lane,
+                "slice_id": slice_id,
                 "ok": False,
                 "error_kind": INVALID_INPUT,
                 "error_message": reason,
                 "attempts": 0,
             }
-            for item_id, reason in rejects
-            for lane in range(lanes)
+            for item_id, pos, reason in rejects
+            for lane, slice_id in lanes_of_slice[(pos or 0) // slice_size]
         ],
     )

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from celery import Celery
-from sqlalchemy import Engine, and_
-from sqlmodel import Session, col, select
+from sqlalchemy import Engine
 
 from common.constants import FINALIZE_TASK, SLICE_TASK
 from common.db import session_scope
 from common.messages import FinalizeOrder, SliceOrder
-from common.models import Lane, RunStatus, Slice
-from common.queries import resolve_run
+from common.models import RunStatus
+from common.queries import resolve_run, slice_queues
 from common.store import begin_finalize, reopen_slices
 
 #: How long a publish keeps trying while the broker is away: about a minute.
@@ -38,33 +37,11 @@ def publish_slices(app: Celery, *, run_id: str, slice_ids: Sequence[int], queue:
             )
 
 
-def lane_orders(
-    session: Session, *, run_id: str, slice_ids: Sequence[int] | None = None
-) -> dict[str, list[int]]:
-    """Slice ids of a run (all, or ``slice_ids``) by their lane's queue, lane-then-range order."""
-    query = (
-        select(Lane.queue, Slice.id)
-        .join(
-            Lane,
-            and_(col(Lane.run_id) == col(Slice.run_id), col(Lane.index) == col(Slice.lane_index)),
-        )
-        .where(Slice.run_id == run_id)
-        .order_by(col(Slice.lane_index), col(Slice.index))
-    )
-    if slice_ids is not None:
-        query = query.where(col(Slice.id).in_(list(slice_ids)))
-    orders: dict[str, list[int]] = {}
-    for queue, slice_id in session.exec(query):
-        if slice_id is not None:
-            orders.setdefault(queue, []).append(slice_id)
-    return orders
-
-
 def publish_run(db: Engine, app: Celery, *, run_id: str) -> int:
     """Publish every slice of a freshly created run to its lane's queue."""
     with session_scope(db) as session:
         run = resolve_run(session, run_id)
-        orders = lane_orders(session, run_id=run.id)
+        orders = slice_queues(session, run_id=run.id)
     for queue, slice_ids in orders.items():
         publish_slices(app, run_id=run_id, slice_ids=slice_ids, queue=queue)
     return sum(len(slice_ids) for slice_ids in orders.values())
@@ -82,7 +59,7 @@ def resume_run(db: Engine, app: Celery, *, run_ref: str) -> tuple[str, int]:
             return run.id, 0
         reopened = reopen_slices(session, run_id=run.id)
         run_id, queue, status = run.id, run.queue, run.status
-        orders = lane_orders(session, run_id=run_id, slice_ids=reopened) if reopened else {}
+        orders = slice_queues(session, run_id=run_id, slice_ids=reopened) if reopened else {}
     if reopened:
         for lane_queue, slice_ids in orders.items():
             publish_slices(app, run_id=run_id, slice_ids=slice_ids, queue=lane_queue)

@@ -55,17 +55,16 @@ class AttemptGuard:
         alone = [[index] for index in indexes if self.items[index].id in self.suspects]
         return ([plain] if plain else []) + alone
 
-    def begin(self, db: Database, indexes: Sequence[int]) -> bool:
-        """Count one attempt for these items; False (nothing counted) if the run was cancelled."""
-        with session_scope(db) as session:
-            if run_status(session, run_id=self.run_id) == RunStatus.cancelled:
-                return False
-            count_attempts(
-                session,
-                run_id=self.run_id,
-                lane_index=self.lane_index,
-                item_ids=self._ids(indexes),
-            )
+    def begin(self, session: Session, indexes: Sequence[int]) -> bool:
+        """Count one attempt for these items; False (nothing counted) if the run was cancelled.
+
+        The caller commits before the engine sees the items.
+        """
+        if run_status(session, run_id=self.run_id) == RunStatus.cancelled:
+            return False
+        count_attempts(
+            session, run_id=self.run_id, lane_index=self.lane_index, item_ids=self._ids(indexes)
+        )
         return True
 
     @contextmanager

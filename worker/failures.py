@@ -85,7 +85,7 @@ def _quarantine_exhausted(
                 for item in items
             ],
         )
-        finish_slice(session, slice_id=order.slice_id)
+        finish_slice(session, run_id=order.run_id, slice_id=order.slice_id)
     with session_scope(runtime.db) as session:
         finalize = begin_finalize(session, run_id=order.run_id)
         queue = session.exec(select(Run.queue).where(Run.id == order.run_id)).one()

@@ -2,16 +2,26 @@
 
 Each batch's results are written in one transaction, so a worker killed mid-slice
 leaves whole batches behind and a redelivered slice only runs what is missing.
+
+Round trips per slice, whatever the size of its run: one transaction to claim the
+slice and screen its items, one per batch, one for the finalize check. A batch's
+transaction stores its results and counts the attempts of the next batch (or, for
+the last, marks the slice done), so the next batch's items are counted before the
+engine sees them, as ``worker.attempts`` requires, without a transaction of their
+own.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel import select
 
 from common.db import session_scope
+from common.errors import ForeignWorkOrder
 from common.messages import SliceOrder
 from common.models import Item, Lane, Run
 from common.queries import open_items
@@ -25,6 +35,8 @@ from worker.lanes import answer_score, lane_prompts
 from worker.prompting import prepare
 from worker.runtime import WorkerRuntime
 from worker.structured import validate_outcomes
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,8 +58,15 @@ class _Work:
 
 
 def process_slice(runtime: WorkerRuntime, order: SliceOrder, *, worker: str) -> SliceOutcome:
-    """Run every open item of the slice; True in the outcome if this finished the run."""
-    work = _claim(runtime, order, worker)
+    """Run every open item of the slice; True in the outcome if this finished the run.
+
+    An order naming a slice of another run is refused with nothing written.
+    """
+    try:
+        work = _claim(runtime, order, worker)
+    except ForeignWorkOrder as refused:
+        log.error("%s", refused)
+        return SliceOutcome(0, False, "")
     if work is not None and work.items:
         engine = runtime.engine_for(
             work.config.engine,
@@ -57,9 +76,6 @@ def process_slice(runtime: WorkerRuntime, order: SliceOrder, *, worker: str) -> 
             trust_remote_code=work.config.trust_remote_code,
         )
         _run_items(runtime, engine, work, order.slice_id, worker)
-    if work is not None:
-        with session_scope(runtime.db) as session:
-            finish_slice(session, slice_id=order.slice_id)
     with session_scope(runtime.db) as session:
         finalize = begin_finalize(session, run_id=order.run_id)
         if work is not None:
@@ -71,7 +87,9 @@ def process_slice(runtime: WorkerRuntime, order: SliceOrder, *, worker: str) -> 
 
 def _claim(runtime: WorkerRuntime, order: SliceOrder, worker: str) -> _Work | None:
     with session_scope(runtime.db) as session:
-        slice_row = claim_slice(session, slice_id=order.slice_id, worker=worker)
+        slice_row = claim_slice(
+            session, run_id=order.run_id, slice_id=order.slice_id, worker=worker
+        )
         if slice_row is None:
             return None
         run = session.get(Run, order.run_id)
@@ -88,12 +106,18 @@ def _claim(runtime: WorkerRuntime, order: SliceOrder, worker: str) -> _Work | No
             worker=worker,
             gpu_group=runtime.gpu_group,
         )
+        if not items:
+            finish_slice(session, run_id=order.run_id, slice_id=order.slice_id)
         return _Work(run, lane, config, items, guard)
 
 
 def _run_items(
     runtime: WorkerRuntime, engine: Engine, work: _Work, slice_id: int, worker: str
 ) -> None:
+    """Every batch of the slice, each stored in one transaction; the last marks it done.
+
+    Stops early, with the slice left as the cancel set it, when the run is cancelled.
+    """
     config = work.config
     params = GenerationParams(**config.generation.model_dump())
     texts = lane_prompts(config, work.lane.permutation, work.items)
@@ -101,26 +125,52 @@ def _run_items(
         engine, [(item.payload, text) for item, text in zip(work.items, texts, strict=True)], config
     )
     prompts, lengths = prepared.prompts, prepared.lengths
-    if prepared.failed:
-        indexes = sorted(prepared.failed)
-        outcomes = [Outcome(None, 0.0, 0, *prepared.failed[index]) for index in indexes]
-        _store(runtime, work, slice_id, worker, indexes, outcomes, lengths)
-    runnable = prepared.runnable
+    unrunnable = sorted(prepared.failed)
+    rows = _rows(
+        runtime,
+        work,
+        slice_id,
+        worker,
+        unrunnable,
+        [Outcome(None, 0.0, 0, *prepared.failed[index]) for index in unrunnable],
+        lengths,
+    )
+    groups = _groups(work, runtime, config, params.max_new_tokens, prepared.runnable, lengths)
+    group = next(groups, None)
+    while True:
+        with session_scope(runtime.db) as session:
+            save_results(session, rows=rows)
+            if group is None:
+                finish_slice(session, run_id=work.run.id, slice_id=slice_id)
+                return
+            if not work.guard.begin(session, group):
+                return  # the run was cancelled: hand the engine nothing more
+        with work.guard.recording(runtime.db, group):
+            outcomes = _answer(runtime, engine, config, params, prompts, lengths, group)
+        rows = _rows(runtime, work, slice_id, worker, group, outcomes, lengths)
+        # Planned now, after this batch: an OOM in it lowered the budget for the rest.
+        group = next(groups, None)
+
+
+def _groups(
+    work: _Work,
+    runtime: WorkerRuntime,
+    config: RunConfig,
+    max_new_tokens: int,
+    runnable: list[int],
+    lengths: list[int],
+) -> Iterator[list[int]]:
+    """The slice's batches in running order, each suspect item split off to run alone."""
     batches = iter_batches(
         {index: lengths[index] for index in runnable},
         batch_size=config.batching.batch_size,
-        max_new_tokens=params.max_new_tokens,
+        max_new_tokens=max_new_tokens,
         max_padding=config.batching.max_padding,
         # Re-read before every batch: an OOM lowers it for the rest of the slice too.
         budget=lambda: runtime.memory.limit(config.batching.max_batch_tokens),
     )
     for batch in batches:
-        for indexes in work.guard.groups(batch):
-            if not work.guard.begin(runtime.db, indexes):
-                return  # the run was cancelled: hand the engine nothing more
-            with work.guard.recording(runtime.db, indexes):
-                outcomes = _answer(runtime, engine, config, params, prompts, lengths, indexes)
-            _store(runtime, work, slice_id, worker, indexes, outcomes, lengths)
+        yield from work.guard.groups(batch)
 
 
 def _answer(
@@ -152,7 +202,7 @@ def _answer(
     return outcomes
 
 
-def _store(
+def _rows(
     runtime: WorkerRuntime,
     work: _Work,
     slice_id: int,
@@ -160,8 +210,8 @@ def _store(
     indexes: list[int],
     outcomes: list[Outcome],
     lengths: list[int],
-) -> None:
-    """One transaction per batch: its results, upserted."""
+) -> list[dict[str, Any]]:
+    """The result rows of a batch's items."""
     rows: list[dict[str, Any]] = []
     for index, outcome in zip(indexes, outcomes, strict=True):
         completion = outcome.completion
@@ -190,5 +240,4 @@ def _store(
                 "error_message": outcome.error_message,
             }
         )
-    with session_scope(runtime.db) as session:
-        save_results(session, rows=rows)
+    return rows

@@ -10,8 +10,10 @@ from celery import Task
 from common.constants import FINALIZE_TASK, SLICE_TASK
 from common.db import session_scope
 from common.messages import FinalizeOrder, SliceOrder
+from common.models import RunStatus
+from common.queries import run_status, slice_queues
 from common.stats import run_statistics
-from common.store import complete_run
+from common.store import complete_run, reopen_incomplete
 from worker.app import app
 from worker.failures import give_up_if_exhausted, retry_delay
 from worker.pipeline import process_slice
@@ -44,13 +46,36 @@ def run_slice(self: Task[Any, Any], run_id: str, slice_id: int) -> dict[str, Any
 
 @app.task(name=FINALIZE_TASK)
 def finalize(run_id: str) -> dict[str, Any]:
-    """Compute the run's statistics in SQL and mark it completed, once."""
+    """Compute the run's statistics in SQL and mark it completed, once.
+
+    Only a run with a result for every item in every lane completes. A slice
+    marked done that is short of results (written under another run by a bad work
+    order, or lost by hand) is reopened and sent out again instead.
+    """
     order = FinalizeOrder.decode([run_id])
     with session_scope(current_runtime().db) as session:
-        completed = complete_run(
+        if run_status(session, run_id=order.run_id) != RunStatus.finalizing:
+            reopened: dict[str, list[int]] = {}
+        else:
+            reopened = slice_queues(
+                session,
+                run_id=order.run_id,
+                slice_ids=reopen_incomplete(session, run_id=order.run_id),
+            )
+        completed = not reopened and complete_run(
             session,
             run_id=order.run_id,
             stats=run_statistics(session, run_id=order.run_id),
         )
-    log.info("run %s: finalize %s", run_id, "done" if completed else "skipped (already done)")
+    for queue, slice_ids in reopened.items():
+        log.error(
+            "run %s: slices %s are done but short of results; reopened and sent out again",
+            run_id,
+            slice_ids,
+        )
+        for slice_id in slice_ids:
+            run_slice.apply_async(
+                args=tuple(SliceOrder(order.run_id, slice_id).to_args()), queue=queue
+            )
+    log.info("run %s: finalize %s", run_id, "done" if completed else "skipped")
     return {"run_id": run_id, "completed": completed}

@@ -3,13 +3,15 @@
 ``celery -A worker worker`` imports this module (it is in the app's ``include``).
 When the worker is ready, a daemon thread in its main process (which stays free
 while the pool child computes) writes the worker's sign of life to SQL every
-``FLEET_HEARTBEAT_INTERVAL`` seconds and runs one reconciler pass
-(``producer.reconcile``) every ``FLEET_RECONCILE_INTERVAL`` seconds, jittered so
-a fleet's workers do not all pass at once. Passes are compare-and-set, so running
-them in every worker is safe. Errors (broker or database down) are logged and the
-next tick tries again. As each slice order arrives, the main process also notes
-the receipt (``common.models.Receipt``), so a worker killed before its pool
-process claims the slice does not hide the slice until the visibility timeout.
+``FLEET_HEARTBEAT_INTERVAL`` seconds and offers one reconciler pass
+(``producer.reconcile``) every ``FLEET_RECONCILE_INTERVAL`` seconds, jittered. The
+pass runs only in the worker that takes the fleet's turn (``ReconcileTurn``, a
+compare-and-set on one row), so a fleet of any size makes about one pass per
+interval; the passes are compare-and-set themselves, so an overlap is harmless.
+Errors (broker or database down) are logged and the next tick tries again. As
+each slice order arrives, the main process also notes the receipt
+(``common.models.Receipt``), so a worker killed before its pool process claims the
+slice does not hide the slice until the visibility timeout.
 
 The thread shares its process with the pool's fork: when a pool child dies, the
 main process forks a replacement. A child forked while this thread was inside
@@ -39,7 +41,7 @@ from common.db import make_engine, session_scope
 from common.messages import SliceOrder
 from common.models import utcnow
 from common.settings import Settings
-from common.store import beat, note_receipt
+from common.store import beat, note_receipt, take_reconcile_turn
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,10 @@ def _tick(
             beat(session, name=name, booted_at=booted_at)
     if settings.reconcile_interval and time.monotonic() >= next_pass:
         next_pass = time.monotonic() + settings.reconcile_interval * random.uniform(0.5, 1.5)
+        with session_scope(db) as session:
+            turn = take_reconcile_turn(session, worker=name, interval_s=settings.reconcile_interval)
+        if not turn:
+            return next_pass
         done = reconcile(
             db, app, lease_s=settings.slice_lease, heartbeat_timeout_s=settings.heartbeat_timeout
         )

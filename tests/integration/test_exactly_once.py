@@ -38,7 +38,7 @@ def test_finalize_wins_once_when_slices_finish_together(db: Engine, tmp_path: Pa
 
     def finish(slice_id: int) -> None:
         with session_scope(db) as session:
-            finish_slice(session, slice_id=slice_id)
+            finish_slice(session, run_id=run_id, slice_id=slice_id)
         barrier.wait()
         with session_scope(db) as session:
             winners.append(begin_finalize(session, run_id=run_id))
@@ -66,7 +66,7 @@ def test_open_slices_block_finalize(db: Engine, tmp_path: Path) -> None:
     with session_scope(db) as session:
         first = session.exec(select(Slice.id).where(Slice.run_id == run_id)).first()
         assert first is not None
-        finish_slice(session, slice_id=first)
+        finish_slice(session, run_id=run_id, slice_id=first)
     with session_scope(db) as session:
         assert begin_finalize(session, run_id=run_id) is False
 

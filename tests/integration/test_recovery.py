@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 from sqlalchemy import Engine, func, update
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from common.db import session_scope
 from common.messages import SliceOrder
@@ -135,7 +135,7 @@ def test_slice_claimed_too_often_without_reaching_items_is_quarantined(
     slice_id = slice_ids(db, run_id)[0]
     for _ in range(2):  # two workers died after the claim, before any batch
         with session_scope(db) as session:
-            claim_slice(session, slice_id=slice_id, worker="dead")
+            claim_slice(session, run_id=run_id, slice_id=slice_id, worker="dead")
     runtime = WorkerRuntime(settings=Settings(), db=db)
     process_slice(runtime, SliceOrder(run_id, slice_id), worker="w1")
     got = results(db, run_id)
@@ -149,7 +149,9 @@ def test_cancel_stops_claims_and_keeps_partial_results(db: Engine, tmp_path: Pat
     runtime = WorkerRuntime(settings=Settings(), db=db)
     process_slice(runtime, SliceOrder(run_id, first), worker="w1")
     with session_scope(db) as session:
-        claim_slice(session, slice_id=second, worker="w2")  # in flight when cancelled
+        claim_slice(
+            session, run_id=run_id, slice_id=second, worker="w2"
+        )  # in flight when cancelled
         assert cancel_run(session, run_id=run_id) is True
     with session_scope(db) as session:
         assert cancel_run(session, run_id=run_id) is False
@@ -182,12 +184,11 @@ def test_slice_in_flight_stops_before_its_next_batch_when_cancelled(
     begin = attempts.AttemptGuard.begin
     calls = []
 
-    def cancel_after_two(self: attempts.AttemptGuard, database: Engine, indexes: list[int]) -> bool:
+    def cancel_after_two(self: attempts.AttemptGuard, session: Session, indexes: list[int]) -> bool:
         calls.append(indexes)
-        if len(calls) == 3:
-            with session_scope(database) as session:
-                cancel_run(session, run_id=run_id)
-        return begin(self, database, indexes)
+        if len(calls) == 3:  # the cancel committed just before the third batch's check
+            cancel_run(session, run_id=run_id)
+        return begin(self, session, indexes)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(attempts.AttemptGuard, "begin", cancel_after_two)
@@ -247,7 +248,7 @@ def test_reconcile_requeues_abandoned_slices_and_finalizes_finished_runs(
             (alive, "w-alive"),
             (unknown, "w-unknown"),
         ]:
-            claim_slice(session, slice_id=slice_id, worker=worker)
+            claim_slice(session, run_id=stuck_run, slice_id=slice_id, worker=worker)
         session.execute(
             update(Slice)
             .where(col(Slice.id) == past_lease)
@@ -311,7 +312,7 @@ def test_reconcile_hands_out_orders_a_worker_took_and_died_with_before_claiming(
             .values(received_at=now - timedelta(seconds=20))
         )
         session.execute(update(Slice).where(col(Slice.id) == done_already).values(status="done"))
-        claim_slice(session, slice_id=claimed_never_beat, worker="w-never-either")
+        claim_slice(session, run_id=run_id, slice_id=claimed_never_beat, worker="w-never-either")
         session.execute(
             update(Slice)
             .where(col(Slice.id) == claimed_never_beat)

@@ -9,11 +9,11 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from common.models import Lane
+from common.queries import slice_queues
 from common.routing import model_queue
 from common.runconfig import RunConfig
 from common.settings import Settings
 from producer.enqueue import create_run
-from producer.publish import lane_orders
 from worker.app import celery_config
 
 CONFIG = RunConfig(engine="echo", models=["delay=0.01", "delay=0.02"], slice_size=2)
@@ -32,7 +32,7 @@ def enqueue(db: Engine, tmp_path: Path, *, model_queues: bool) -> str:
 def test_lanes_use_the_run_queue_by_default(db: Engine, tmp_path: Path) -> None:
     run_id = enqueue(db, tmp_path, model_queues=False)
     with Session(db) as session:
-        orders = lane_orders(session, run_id=run_id)
+        orders = slice_queues(session, run_id=run_id)
     assert list(orders) == ["q"]
     assert len(orders["q"]) == 6  # 3 slices in each of 2 lanes, lane 0 first
 
@@ -42,8 +42,8 @@ def test_model_queues_send_each_lane_to_its_model(db: Engine, tmp_path: Path) ->
     with Session(db) as session:
         lanes = session.exec(select(Lane).where(Lane.run_id == run_id).order_by(col(Lane.index)))
         assert [lane.queue for lane in lanes] == [model_queue("q", m) for m in CONFIG.models]
-        orders = lane_orders(session, run_id=run_id)
-        some = lane_orders(
+        orders = slice_queues(session, run_id=run_id)
+        some = slice_queues(
             session, run_id=run_id, slice_ids=orders[model_queue("q", "delay=0.02")][:1]
         )
     assert {queue: len(ids) for queue, ids in orders.items()} == {

@@ -29,9 +29,11 @@ import common.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 #: How long an SQLite writer waits for the lock before giving up, in milliseconds.
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 
-#: Connection pool of a server database (PostgreSQL): checked before use, so a
-#: restarted server is picked up.
-_SERVER_POOL: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 1, "max_overflow": 4}
+#: Connection pool of a server database (PostgreSQL). Not pinged before each use
+#: (a round trip per transaction): a connection that a restarted server dropped
+#: fails its transaction, SQLAlchemy then discards the whole pool, and the caller's
+#: retry (a slice task's backoff, the watcher's patience) gets fresh connections.
+_SERVER_POOL: dict[str, Any] = {"pool_size": 1, "max_overflow": 4}
 
 #: Key of the PostgreSQL advisory lock held while creating tables.
 _SCHEMA_LOCK_KEY = 0x466C656574  # "Fleet"

@@ -167,7 +167,9 @@ def attempt_counts(
 
 
 def run_status(session: Session, *, run_id: str) -> str:
-    status = session.exec(select(Run.status).where(Run.id == run_id)).first()
+    """The run's status; a core query (the worker asks before every batch)."""
+    table = Run.__table__  # type: ignore[attr-defined]
+    status = session.execute(sa.select(table.c.status).where(table.c.id == run_id)).scalar()
     if status is None:
         raise RunNotFound(run_id)
     return status

@@ -7,12 +7,15 @@ key, state changes are compare-and-set on the row's current state.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+import json
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, update
+from sqlalchemy import JSON, Text, bindparam, cast, delete, exists, func, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session, SQLModel, col, select
 
 from common.errors import ForeignWorkOrder
@@ -68,8 +71,8 @@ _RESULT_DEFAULTS: dict[str, Any] = {
     "error_message": None,
 }
 
-#: Rows per multi-row statement: well under SQLite's and PostgreSQL's limits on
-#: bound parameters (32,766 and 65,535) at a result's 18 columns.
+#: Ids per ``IN`` list: well under SQLite's and PostgreSQL's limits on bound
+#: parameters (32,766 and 65,535).
 ROWS_PER_STATEMENT = 500
 
 
@@ -113,44 +116,57 @@ def claim_slice(session: Session, *, run_id: str, slice_id: int, worker: str) ->
         raise ForeignWorkOrder(run_id, slice_id, row.run_id if row else None)
     if row.status not in OPEN_SLICE_STATES:
         return None
-    run_status = session.exec(select(Run.status).where(Run.id == row.run_id)).one()
-    if run_status not in (RunStatus.pending, RunStatus.running):
+    run = session.get(Run, run_id)  # kept in the session for the caller
+    if run is None or run.status not in (RunStatus.pending, RunStatus.running):
         return None
     now = utcnow()
     row.status = SliceStatus.running.value
     row.attempts += 1
     row.worker = worker
     row.started_at = now
-    session.execute(
-        update(Run)
-        .where(col(Run.id) == row.run_id, col(Run.status) == RunStatus.pending.value)
-        .values(status=RunStatus.running.value, started_at=now)
-    )
+    if run.status == RunStatus.pending:
+        session.execute(
+            update(Run)
+            .where(col(Run.id) == run_id, col(Run.status) == RunStatus.pending.value)
+            .values(status=RunStatus.running.value, started_at=now)
+        )
     session.flush()
     return row
 
 
 def save_results(session: Session, *, rows: Sequence[dict[str, Any]]) -> None:
-    """Upsert results on (run, lane, item), many rows a statement. An ok answer is
-    never overwritten."""
-    now = utcnow()
-    for chunk in _chunks(rows, ROWS_PER_STATEMENT):
-        statement = _upsert(session, Result).values(
-            [{**_RESULT_DEFAULTS, "created_at": now, **row} for row in chunk]
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=["run_id", "lane_index", "item_id"],
-            set_={
-                **{name: statement.excluded[name] for name in _RESULT_UPDATABLE},
-                "attempts": col(Result.attempts) + 1,
-            },
-            where=col(Result.ok).is_(False),
-        )
-        session.execute(statement)
+    """Upsert results on (run, lane, item), one statement for all rows (``_bulk_upsert``).
+
+    An ok answer is never overwritten.
+    """
+    if rows:
+        now = utcnow()
+        full = [{**_RESULT_DEFAULTS, "created_at": now, **row} for row in rows]
+        _bulk_upsert(session, _result_upsert, full)
+
+
+@functools.cache
+def _result_upsert(dialect: str, columns: tuple[str, ...]) -> Any:
+    table = Result.__table__  # type: ignore[attr-defined]
+    statement = _bulk_insert(dialect, table, columns)
+    return statement.on_conflict_do_update(
+        index_elements=["run_id", "lane_index", "item_id"],
+        set_={
+            **{name: statement.excluded[name] for name in _RESULT_UPDATABLE},
+            "attempts": table.c.attempts + 1,
+        },
+        where=table.c.ok.is_(False),
+    )
 
 
 def finish_slice(session: Session, *, run_id: str, slice_id: int) -> bool:
-    """Mark an open slice done and add its results to its run's counts; True if it was open.
+    """Mark an open slice done and add its results to its run's counts.
+
+    True when this closed the run's last slice by the run's count: the caller then
+    tries ``begin_finalize`` once this transaction is committed. Of the slices
+    finishing together, the run row's lock orders the count updates, so the one
+    that brings ``slices_done`` to ``slice_count`` is the last to commit. (Should
+    the count ever be short, the reconciler's pass finalizes the run instead.)
 
     The slice's row is updated first: of two workers finishing the same slice at
     once (the reconciler handed out a slice whose worker was only slow), the
@@ -170,7 +186,7 @@ def finish_slice(session: Session, *, run_id: str, slice_id: int) -> bool:
     session.execute(delete(Receipt).where(col(Receipt.slice_id) == slice_id))
     if outcome.rowcount != 1:  # type: ignore[attr-defined]
         return False
-    session.execute(
+    done, total = session.execute(
         update(Run)
         .where(col(Run.id) == run_id)
         .values(
@@ -178,8 +194,9 @@ def finish_slice(session: Session, *, run_id: str, slice_id: int) -> bool:
             results_failed=col(Run.results_failed) + failed,
             slices_done=col(Run.slices_done) + 1,
         )
-    )
-    return True
+        .returning(col(Run.slices_done), col(Run.slice_count))
+    ).one()
+    return bool(done >= total)
 
 
 def _slice_counts(session: Session, *, slice_id: int) -> tuple[int, int]:
@@ -223,22 +240,33 @@ def _reopen_done(session: Session, *, run_id: str, slice_ids: Sequence[int]) -> 
     )
 
 
-def begin_finalize(session: Session, *, run_id: str) -> bool:
+def begin_finalize(session: Session, *, run_id: str, by_count: bool = False) -> bool:
     """Compare-and-set the run to ``finalizing`` once no slice is open. True for the winner.
 
     Called after the slice's own transaction committed, so of two slices finishing
     together at least the later one sees none open, and the row update lets only
     one of them win.
+
+    ``by_count``: trust the run's own count of done slices (``finish_slice`` keeps
+    it in the transaction that closes each slice): one row read, whatever the size
+    of the run; the worker's path. Otherwise look for an open slice, which reads
+    the run's slice index (and the dead entries its updates left there): the
+    reconciler's and ``fleet resume``'s path, and the check of a run made before
+    the counts existed. ``worker.tasks.finalize`` checks every slice's results
+    before it completes a run either way.
     """
-    open_slice = exists().where(
-        col(Slice.run_id) == run_id, col(Slice.status).in_(OPEN_SLICE_STATES)
-    )
+    if by_count:
+        settled = col(Run.slices_done) >= col(Run.slice_count)
+    else:
+        settled = ~exists().where(
+            col(Slice.run_id) == run_id, col(Slice.status).in_(OPEN_SLICE_STATES)
+        )
     outcome = session.execute(
         update(Run)
         .where(
             col(Run.id) == run_id,
             col(Run.status).in_([RunStatus.pending.value, RunStatus.running.value]),
-            ~open_slice,
+            settled,
         )
         .values(status=RunStatus.finalizing.value)
     )
@@ -287,19 +315,22 @@ def count_attempts(
     session: Session, *, run_id: str, lane_index: int, item_ids: Sequence[int]
 ) -> None:
     """Add one attempt to each item, before the engine sees it (so a death still counts)."""
-    for chunk in _chunks(item_ids, ROWS_PER_STATEMENT):
-        statement = _upsert(session, Attempt).values(
-            [
-                {"run_id": run_id, "lane_index": lane_index, "item_id": item_id, "count": 1}
-                for item_id in chunk
-            ]
-        )
-        session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["run_id", "lane_index", "item_id"],
-                set_={"count": col(Attempt.count) + 1},
-            )
-        )
+    if item_ids:
+        rows = [
+            {"run_id": run_id, "lane_index": lane_index, "item_id": item_id, "count": 1}
+            for item_id in item_ids
+        ]
+        _bulk_upsert(session, _attempt_upsert, rows)
+
+
+@functools.cache
+def _attempt_upsert(dialect: str, columns: tuple[str, ...]) -> Any:
+    table = Attempt.__table__  # type: ignore[attr-defined]
+    statement = _bulk_insert(dialect, table, columns)
+    return statement.on_conflict_do_update(
+        index_elements=["run_id", "lane_index", "item_id"],
+        set_={"count": table.c.count + 1},
+    )
 
 
 def record_attempt_error(
@@ -488,11 +519,14 @@ def take_reconcile_turn(session: Session, *, worker: str, interval_s: float) -> 
 
 
 def reopen_incomplete(session: Session, *, run_id: str) -> list[int]:
-    """Done slices of a run that hold fewer results than items: set back to pending.
+    """Slices of a run that hold fewer results than items: done ones set back to pending.
 
     Finalize's last check before ``completed`` (``worker.tasks.finalize``): a run
     only completes when every item has a result in every lane. Counts results by
-    slice, once per run. Returns the reopened slice ids, for new work orders.
+    slice, once per run. When a slice is short, the run goes back to ``running``
+    and its counts are taken again from its slices, so that whatever put them out
+    of step (an order of another run's, a hand in the database) is undone too.
+    Returns the reopened slice ids, for new work orders.
     """
     written = (
         select(col(Result.slice_id).label("slice_id"), func.count().label("results"))
@@ -500,28 +534,45 @@ def reopen_incomplete(session: Session, *, run_id: str) -> list[int]:
         .group_by(col(Result.slice_id))
         .subquery()
     )
-    short = list(
-        session.exec(
-            select(Slice.id)
-            .outerjoin(written, written.c.slice_id == col(Slice.id))
-            .where(
-                col(Slice.run_id) == run_id,
-                col(Slice.status) == SliceStatus.done.value,
-                func.coalesce(written.c.results, 0) < col(Slice.seq_end) - col(Slice.seq_start),
+    short = session.execute(
+        select(Slice.id, Slice.status)
+        .outerjoin(written, written.c.slice_id == col(Slice.id))
+        .where(
+            col(Slice.run_id) == run_id,
+            func.coalesce(written.c.results, 0) < col(Slice.seq_end) - col(Slice.seq_start),
+        )
+        .order_by(col(Slice.id))
+    ).all()
+    if not short:
+        return []
+    reopened = [slice_id for slice_id, status in short if status == SliceStatus.done]
+    for chunk in _chunks(reopened, ROWS_PER_STATEMENT):
+        session.execute(
+            update(Slice)
+            .where(col(Slice.id).in_(chunk))
+            .values(
+                status=SliceStatus.pending.value, finished_at=None, results_ok=0, results_failed=0
             )
-            .order_by(col(Slice.id))
+        )
+    done = session.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(Slice.results_ok), 0),
+            func.coalesce(func.sum(Slice.results_failed), 0),
+        ).where(col(Slice.run_id) == run_id, col(Slice.status) == SliceStatus.done.value)
+    ).one()
+    session.execute(
+        update(Run)
+        .where(col(Run.id) == run_id)
+        .values(
+            status=RunStatus.running.value,
+            finished_at=None,
+            slices_done=done[0],
+            results_ok=done[1],
+            results_failed=done[2],
         )
     )
-    ids = [slice_id for slice_id in short if slice_id is not None]
-    for chunk in _chunks(ids, ROWS_PER_STATEMENT):
-        _reopen_done(session, run_id=run_id, slice_ids=chunk)
-    if ids:
-        session.execute(
-            update(Run)
-            .where(col(Run.id) == run_id)
-            .values(status=RunStatus.running.value, finished_at=None)
-        )
-    return ids
+    return reopened
 
 
 def _chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -536,8 +587,85 @@ def _put(session: Session, table: type[SQLModel], key: str, **values: Any) -> No
     session.execute(statement.on_conflict_do_update(index_elements=[key], set_=others))
 
 
+def _bulk_upsert(
+    session: Session,
+    statement_for: Callable[[str, tuple[str, ...]], Any],
+    rows: Sequence[dict[str, Any]],
+) -> None:
+    """Many rows (dicts with the same keys) in one statement, in one round trip.
+
+    On PostgreSQL the rows travel as one array per column and the statement reads
+    them back with ``unnest``: a short statement, prepared once per connection,
+    however many rows. SQLite runs the same INSERT for every row in process
+    (``executemany``), which costs no round trip at all.
+    """
+    dialect = session.get_bind().dialect.name
+    columns = tuple(rows[0])
+    statement = statement_for(dialect, columns)
+    if dialect != "postgresql":
+        session.execute(statement, list(rows))
+        return
+    json_columns = {name for name in columns if isinstance(statement.table.c[name].type, JSON)}
+    session.execute(
+        statement,
+        {
+            f"{_ARRAY_PREFIX}{name}": _column_array(rows, name, as_json=name in json_columns)
+            for name in columns
+        },
+    )
+
+
+def _column_array(rows: Sequence[dict[str, Any]], name: str, *, as_json: bool) -> list[Any]:
+    """One column of ``rows`` as a list; JSON values as their text (cast on arrival)."""
+    values = [row[name] for row in rows]
+    if as_json:
+        return [None if value is None else json.dumps(value) for value in values]
+    return values
+
+
+#: Bound-parameter names of the per-column arrays of ``_bulk_insert``.
+_ARRAY_PREFIX = "rows_"
+
+
+def _bulk_insert(dialect: str, table: Any, columns: tuple[str, ...]) -> Any:
+    """``INSERT INTO table (columns)``: of one row's values on SQLite, of every row's
+    on PostgreSQL (``SELECT ... FROM unnest(one array per column)``)."""
+    if dialect != "postgresql":
+        return sqlite.insert(table)
+    arrays = (
+        func.unnest(
+            *[
+                bindparam(f"{_ARRAY_PREFIX}{name}", type_=ARRAY(_element_type(table.c[name].type)))
+                for name in columns
+            ]
+        )
+        .table_valued(*columns)
+        .render_derived()
+    )
+    return postgresql.insert(table).from_select(
+        list(columns),
+        select(
+            *[
+                cast(arrays.c[name], table.c[name].type)
+                if isinstance(table.c[name].type, JSON)
+                else arrays.c[name]
+                for name in columns
+            ]
+        ),
+    )
+
+
+def _element_type(kind: Any) -> Any:
+    """The array element type of a column: JSON travels as text, cast on arrival."""
+    return Text() if isinstance(kind, JSON) else kind
+
+
 def _upsert(session: Session, table: type[SQLModel]) -> postgresql.Insert | sqlite.Insert:
     """An INSERT of ``table`` in the session's dialect, the kind that takes ON CONFLICT."""
-    if session.get_bind().dialect.name == "postgresql":
+    return _insert_for(session.get_bind().dialect.name, table)
+
+
+def _insert_for(dialect: str, table: Any) -> postgresql.Insert | sqlite.Insert:
+    if dialect == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)

@@ -98,11 +98,17 @@ def screen_items(
     gpu_group: str,
 ) -> tuple[AttemptGuard, list[Item]]:
     """Quarantine the slice's exhausted items; the guard and the items still to run."""
-    counts = attempt_counts(
-        session,
-        run_id=slice_row.run_id,
-        lane_index=slice_row.lane_index,
-        item_ids=[item.id for item in items if item.id is not None],
+    # Attempts are only counted while the slice is claimed: on its first claim
+    # there are none to read.
+    counts = (
+        attempt_counts(
+            session,
+            run_id=slice_row.run_id,
+            lane_index=slice_row.lane_index,
+            item_ids=[item.id for item in items if item.id is not None],
+        )
+        if slice_row.attempts > 1
+        else {}
     )
     doomed: dict[int, str] = {}
     for item in items:

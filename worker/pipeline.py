@@ -48,13 +48,15 @@ class SliceOutcome:
     queue: str
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Work:
     run: Run
     lane: Lane
     config: RunConfig
     items: list[Item]
     guard: AttemptGuard
+    #: Marking the slice done closed the run's last slice: try to finalize.
+    last_slice: bool = False
 
 
 def process_slice(runtime: WorkerRuntime, order: SliceOrder, *, worker: str) -> SliceOutcome:
@@ -76,8 +78,10 @@ def process_slice(runtime: WorkerRuntime, order: SliceOrder, *, worker: str) -> 
             trust_remote_code=work.config.trust_remote_code,
         )
         _run_items(runtime, engine, work, order.slice_id, worker)
+    if work is not None and not work.last_slice:
+        return SliceOutcome(len(work.items), False, work.run.queue)
     with session_scope(runtime.db) as session:
-        finalize = begin_finalize(session, run_id=order.run_id)
+        finalize = begin_finalize(session, run_id=order.run_id, by_count=work is not None)
         if work is not None:
             queue = work.run.queue
         else:
@@ -87,12 +91,12 @@ def process_slice(runtime: WorkerRuntime, order: SliceOrder, *, worker: str) -> 
 
 def _claim(runtime: WorkerRuntime, order: SliceOrder, worker: str) -> _Work | None:
     with session_scope(runtime.db) as session:
+        run = session.get(Run, order.run_id)  # held here, claim_slice reads the same row
         slice_row = claim_slice(
             session, run_id=order.run_id, slice_id=order.slice_id, worker=worker
         )
         if slice_row is None:
             return None
-        run = session.get(Run, order.run_id)
         lane = session.exec(
             select(Lane).where(Lane.run_id == order.run_id, Lane.index == slice_row.lane_index)
         ).one()
@@ -106,9 +110,10 @@ def _claim(runtime: WorkerRuntime, order: SliceOrder, worker: str) -> _Work | No
             worker=worker,
             gpu_group=runtime.gpu_group,
         )
+        work = _Work(run, lane, config, items, guard)
         if not items:
-            finish_slice(session, run_id=order.run_id, slice_id=order.slice_id)
-        return _Work(run, lane, config, items, guard)
+            work.last_slice = finish_slice(session, run_id=order.run_id, slice_id=order.slice_id)
+        return work
 
 
 def _run_items(
@@ -141,7 +146,7 @@ def _run_items(
         with session_scope(runtime.db) as session:
             save_results(session, rows=rows)
             if group is None:
-                finish_slice(session, run_id=work.run.id, slice_id=slice_id)
+                work.last_slice = finish_slice(session, run_id=work.run.id, slice_id=slice_id)
                 return
             if not work.guard.begin(session, group):
                 return  # the run was cancelled: hand the engine nothing more

@@ -88,7 +88,15 @@ os.register_at_fork(
 
 
 class MainProcessDatabase:
-    """The main process's engine, made on first use: unpooled (see the module's doc)."""
+    """The main process's engine, made on first use.
+
+    On SQLite it is unpooled (see the module's doc): between ticks the process
+    holds no connection a child could inherit. On a server database it keeps one
+    connection, so a receipt per slice order and a beat every few seconds cost a
+    statement, not a new server connection each; a forked child drops the pool
+    without closing it (``forget_in_child``), as SQLAlchemy prescribes, so the
+    parent's connection stays the parent's alone.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -97,11 +105,18 @@ class MainProcessDatabase:
     def engine(self, settings: Settings) -> Engine:
         with self._lock:
             if self._engine is None:
-                self._engine = make_engine(settings.sqlalchemy_url, pooled=False)
+                url = settings.sqlalchemy_url
+                self._engine = make_engine(url, pooled=not url.startswith("sqlite"))
             return self._engine
+
+    def forget_in_child(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose(close=False)
+            self._engine = None
 
 
 _database = MainProcessDatabase()
+os.register_at_fork(after_in_child=_database.forget_in_child)
 _settings = functools.cache(Settings)
 
 

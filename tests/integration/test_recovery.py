@@ -74,7 +74,8 @@ def results(db: Engine, run_id: str) -> dict[int, Result]:
 
 
 def die_on(db: Engine, run_id: str, seqs: list[int], times: int) -> None:
-    """What a worker that died while running these items leaves behind: counts only."""
+    """What a worker that died while running these items leaves behind: its claim of
+    their slice and their attempt counts."""
     with session_scope(db) as session:
         item_ids = [
             item_id
@@ -85,6 +86,11 @@ def die_on(db: Engine, run_id: str, seqs: list[int], times: int) -> None:
         ]
         for _ in range(times):
             count_attempts(session, run_id=run_id, lane_index=0, item_ids=item_ids)
+        session.execute(
+            update(Slice)
+            .where(col(Slice.run_id) == run_id, col(Slice.lane_index) == 0)
+            .values(attempts=col(Slice.attempts) + times)
+        )
 
 
 def test_attempts_are_counted_per_item(db: Engine, tmp_path: Path) -> None:

@@ -33,8 +33,11 @@ import os
 import platform
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +61,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "dtype_prompts": 64,
         "oom_rows": 64,
         "oom_new_tokens": 16,
-        "budget_s": 450.0,
+        "budget_s": 420.0,
     },
     "tiny": {
         "prompts": 12,
@@ -119,7 +122,8 @@ def part_engine(setup: Setup) -> dict[str, Any]:
     """(a) The engine's token-budget batches, slice by slice as a worker plans them."""
     cap = setup.budget.cap(CAPS["engine"])
     params, size, count = setup.params(), setup.args.slice_size, len(setup.prompts)
-    tokens, batches, figures = 0, 0, {}
+    tokens, batches = 0, 0
+    figures: dict[str, Any] = {}
     with gpu_peak(setup.device, figures):
         started = time.perf_counter()
         for start in range(0, count, size):
@@ -146,7 +150,8 @@ def part_plain(setup: Setup) -> dict[str, Any]:
     engine, size = setup.engine, setup.args.fixed_batch
     eos_ids = _eos_ids(engine.model, engine.tokenizer)
     texts: dict[int, str] = {}
-    tokens, figures = 0, {}
+    tokens = 0
+    figures: dict[str, Any] = {}
     with gpu_peak(setup.device, figures):
         started = time.perf_counter()
         for start in range(0, len(setup.prompts), size):
@@ -298,12 +303,13 @@ def parse_args() -> argparse.Namespace:
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    import transformers
+    from importlib.metadata import version
 
+    packages = ("transformers", "huggingface-hub", "tokenizers", "celery", "kombu", "sqlalchemy")
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        **{name: version(name) for name in packages},
         "cuda": torch.version.cuda,
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "gpu_total_bytes": torch.cuda.mem_get_info(device)[1] if device.type == "cuda" else None,
@@ -315,60 +321,66 @@ def main() -> None:
     args = parse_args()
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # the fleet's worker must not take a GPU either
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may be fetched, not even a kernel
-    from common.settings import Settings
-    from worker.engines.hf import HFEngine
-
-    budget = Budget(args.budget_s)
+    # Nothing may be fetched, not even a kernel (read when huggingface_hub is imported,
+    # which is below: nothing this module imports at its top imports it).
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
     device = torch.device(args.device)
     report: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "environment": environment(device),
         "config": vars(args) | {"output": str(args.output), "caps_s": CAPS},
     }
-    with tempfile.TemporaryDirectory() as folder:
-        workdir = Path(folder)
-        report["model"] = build_model(
-            workdir / "model", TINY if args.tiny else FULL, device=args.device
-        )
-        engine = HFEngine.load(
-            report["model"]["path"],
-            dtype=args.dtype,
-            device=args.device,
-            prefill_tokens=Settings().prefill_tokens,
-        )
-        prompts = make_prompts(
-            engine.tokenizer,
-            count=args.prompts,
-            min_tokens=args.min_tokens,
-            max_tokens=args.max_tokens,
-        )
-        lengths = engine.count_tokens(prompts)
-        report["prompts"] = {
-            "count": len(prompts),
-            "min_tokens": min(lengths),
-            "max_tokens": max(lengths),
-            "mean_tokens": sum(lengths) / len(lengths),
-        }
-        setup = Setup(
-            args,
-            device,
-            Path(report["model"]["path"]),
-            engine,
-            prompts,
-            lengths,
-            budget,
-            workdir,
-            engine_texts={},
-        )
-        engine.generate(prompts[:2], setup.params())  # first-call set-up out of the timings
-        report["parts"] = run_parts(setup)
-    report["ratios"] = ratios(report["parts"])
-    report["total_s"] = budget.total.seconds - budget.total.left()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2, default=str))
-    print(json.dumps(report["ratios"], indent=2))
-    print(f"written to {args.output}")
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            setup = prepare(args, device, Path(folder), report)
+            report["parts"] = run_parts(setup)
+    except Exception as error:
+        # One run on a lent machine may be all there is: keep what it found.
+        report["error"] = f"{type(error).__name__}: {error}"
+        report["traceback"] = traceback.format_exc(limit=8)
+        raise
+    finally:
+        report["ratios"] = ratios(report.get("parts", {}))
+        report["total_s"] = time.perf_counter() - started
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(report, indent=2, default=str))
+        print(json.dumps(report["ratios"], indent=2))
+        print(f"written to {args.output}")
+
+
+def prepare(
+    args: argparse.Namespace, device: torch.device, workdir: Path, report: dict[str, Any]
+) -> Setup:
+    """Build and load the model, make the prompts, warm the engine up: what parts share."""
+    from common.settings import Settings
+    from worker.engines.hf import HFEngine
+
+    budget = Budget(args.budget_s)
+    report["model"] = build_model(
+        workdir / "model", TINY if args.tiny else FULL, device=args.device
+    )
+    engine = HFEngine.load(
+        report["model"]["path"],
+        dtype=args.dtype,
+        device=args.device,
+        prefill_tokens=Settings().prefill_tokens,
+    )
+    prompts = make_prompts(
+        engine.tokenizer, count=args.prompts, min_tokens=args.min_tokens, max_tokens=args.max_tokens
+    )
+    lengths = engine.count_tokens(prompts)
+    report["prompts"] = {
+        "count": len(prompts),
+        "min_tokens": min(lengths),
+        "max_tokens": max(lengths),
+        "mean_tokens": sum(lengths) / len(lengths),
+    }
+    setup = Setup(
+        args, device, Path(report["model"]["path"]), engine, prompts, lengths, budget, workdir, {}
+    )
+    engine.generate(prompts[:2], setup.params())  # first-call set-up out of the timings
+    return setup
 
 
 def run_parts(setup: Setup) -> dict[str, Any]:
@@ -376,18 +388,19 @@ def run_parts(setup: Setup) -> dict[str, Any]:
     from worker.oom import free_memory
 
     parts: dict[str, Any] = {}
-    for name, part in (
+    steps: tuple[tuple[str, Callable[[Setup], dict[str, Any]]], ...] = (
         ("engine", part_engine),
         ("plain", part_plain),
         ("continuous", part_continuous),
         ("fleet", part_fleet),
         ("oom", part_oom),
         ("dtypes", part_dtypes),
-    ):
+    )
+    for name, part in steps:
         if setup.budget.total.spent():
             parts[name] = {"skipped": "the bench's whole time budget was spent"}
             continue
-        run_part(name, lambda part=part: part(setup), parts)
+        run_part(name, partial(part, setup), parts)
         free_memory()  # what one part cached is not the next one's to count
     return parts
 

@@ -64,7 +64,8 @@ def build_model(target: Path, shape: Shape, *, device: str, seed: int = 0) -> di
     )
     torch.manual_seed(seed)
     with torch.device(device):
-        model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
+        model: Any = LlamaForCausalLM(config)
+    model = model.to(torch.bfloat16).eval()
     model.generation_config = GenerationConfig.from_pretrained(demo)
     model.save_pretrained(target, safe_serialization=True)
     AutoTokenizer.from_pretrained(demo).save_pretrained(target)

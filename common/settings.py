@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     #: Tokens generated per prompt unless a run says otherwise.
     max_new_tokens: int = 64
 
+    #: Seconds a publish keeps retrying while the broker is away (``fleet enqueue``,
+    #: ``fleet resume``); then it stops, saying what was sent and how to send the rest.
+    publish_retry_s: float = Field(default=60.0, ge=0)
+
     #: Hard time limit of one slice task, in seconds. The soft limit and the
     #: broker's visibility timeout are derived from it so the three always agree.
     slice_time_limit: int = 3600

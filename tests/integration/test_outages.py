@@ -1,10 +1,14 @@
-"""A database outage longer than any fixed number of retries: the run still completes.
+"""Outages at the edges: the database during a run, the broker during an enqueue.
 
 Real workers reach PostgreSQL through a TCP relay that the test cuts (every open
 connection reset, new ones refused) for longer than a few quick retries last. A
 slice task keeps retrying with backoff for as long as the database is away, and a
 worker that starts during the outage (its runtime and preloaded model) comes up
 and joins in; once the database is back the run completes with no command typed.
+
+``fleet enqueue`` against a broker that refuses connections retries for
+``FLEET_PUBLISH_RETRY_S``, then stops non-zero saying how many work orders went
+out and that ``fleet resume RUN`` sends the rest; it does, and the run completes.
 """
 
 from __future__ import annotations
@@ -18,14 +22,19 @@ from pathlib import Path
 
 import pytest
 import redis
+from sqlalchemy import func
 from sqlalchemy.engine import make_url
+from sqlmodel import select
 
-from common.db import make_engine
+from common.db import make_engine, session_scope
+from common.models import Item, Run, Slice
 from producer.embedded import WorkerSpec, spawn_worker
 from tests.integration.conftest import WorkerStarter
+from tests.integration.helpers import fleet, fleet_env, run_fleet
 from tests.integration.netcut import CuttableRelay
 from tests.integration.test_chaos import (
     assert_exactly_once,
+    free_port,
     results_stored,
     run_status,
     start_run,
@@ -104,4 +113,39 @@ def test_a_long_database_outage_the_run_completes_without_a_hand(
     assert [process.poll() for process in [*pool.processes, *late_workers]] == [None, None]
     late_log = (tmp_path / "logs" / "late.log").read_text(errors="replace")
     assert "ready." in late_log, late_log[-3000:]
+    db.dispose()
+
+
+def test_enqueue_with_the_broker_away_stops_with_the_resume_command(
+    clean_redis: str, start_workers: WorkerStarter, tmp_path: Path
+) -> None:
+    db_url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    refusing = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    inputs = write_inputs(tmp_path / "in.jsonl", 10)
+    env = fleet_env(tmp_path, database_url=db_url, publish_retry_s="2")
+    started = time.monotonic()
+    done = run_fleet("enqueue", str(inputs), "--engine", "echo", "--model", "echo",
+                     "--slice-size", "2", env={**env, "FLEET_BROKER_URL": refusing},
+                     cwd=tmp_path)  # fmt: skip
+    took = time.monotonic() - started
+    said = " ".join(done.stderr.split())  # rich wraps long lines
+    assert done.returncode != 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "is unreachable" in said, said
+    assert "0 of 5 work order(s) published" in said, said
+    db = make_engine(db_url)
+    with session_scope(db) as session:
+        run = session.exec(select(Run)).one()
+        slices = list(session.exec(select(Slice.status).where(Slice.run_id == run.id)))
+        items = session.execute(select(func.count()).where(Item.run_id == run.id)).scalar_one()
+    assert f"`fleet resume {run.id}` publishes the rest" in said, said
+    assert (run.status, slices, items) == ("pending", ["pending"] * 5, 10)
+    assert done.stdout == ""  # no run id on stdout: nothing for a script to wait on
+    assert took < 30, f"publishing was to give up after about 2 s, not {took:.0f} s"
+
+    start_workers(1, broker_url=clean_redis, database_url=db_url)
+    out = fleet("resume", run.id, env={**env, "FLEET_BROKER_URL": clean_redis}, cwd=tmp_path)
+    assert out == ""
+    wait_until(lambda: run_status(db, run.id) == "completed", "the resumed run to complete", 60)
+    assert all(row.ok for row in assert_exactly_once(db, run.id, 10))
     db.dispose()

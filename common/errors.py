@@ -46,6 +46,22 @@ class RunNotFound(FleetError):
         super().__init__(f"no run '{run_ref}' in the database")
 
 
+class PublishIncomplete(FleetError):
+    """The broker did not take every work order of a run; SQL holds the run all the same."""
+
+    def __init__(self, run_id: str, *, published: int, total: int, broker: str, cause: str) -> None:
+        self.run_id = run_id
+        self.published = published
+        self.total = total
+        self.broker = broker
+        self.cause = cause
+        super().__init__(
+            f"run {run_id}: the broker at {broker} is unreachable ({cause}); "
+            f"{published} of {total} work order(s) published. The run is stored in SQL: "
+            f"`fleet resume {run_id}` publishes the rest once the broker is back."
+        )
+
+
 class MessageError(FleetError):
     """A task message that does not decode into the wire format."""
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.constants import IDENTITY
+from common.constants import DEFAULT_MAX_LINE_BYTES, IDENTITY
 
 #: How the scores of an item's lanes combine into the item's score (``--aggregate``).
 Aggregate = Literal["any", "all", "majority", "mean"]
@@ -80,3 +80,6 @@ class RunConfig(BaseModel):
     attn_implementation: str | None = None
     #: Run code shipped with a checkpoint; off unless asked.
     trust_remote_code: bool = False
+    #: Longest input line read at enqueue, in bytes (``--max-line-bytes``); a longer
+    #: line is refused before it is parsed.
+    max_line_bytes: int = Field(default=DEFAULT_MAX_LINE_BYTES, ge=1)

@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.constants import DEFAULT_MAX_LINE_BYTES
 from common.errors import ConfigError
 
 ENV_PREFIX = "FLEET_"
@@ -42,6 +43,13 @@ class Settings(BaseSettings):
     max_batch_tokens: int = 32768
     #: Tokens generated per prompt unless a run says otherwise.
     max_new_tokens: int = 64
+
+    #: Seconds a publish keeps retrying while the broker is away (``fleet enqueue``,
+    #: ``fleet resume``); then it stops, saying what was sent and how to send the rest.
+    publish_retry_s: float = Field(default=60.0, ge=0)
+
+    #: Longest input line ``fleet run``/``enqueue`` read, in bytes (``--max-line-bytes``).
+    max_line_bytes: int = Field(default=DEFAULT_MAX_LINE_BYTES, ge=1)
 
     #: Hard time limit of one slice task, in seconds. The soft limit and the
     #: broker's visibility timeout are derived from it so the three always agree.

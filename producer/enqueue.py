@@ -162,7 +162,12 @@ def open_datasets(
             raise ConfigError(f"--scorer {config.scorer} needs --reference-field")
 
     def reader(path: Path) -> RecordReader:
-        return RecordReader(path, template=config.template, reference_field=reference_field)
+        return RecordReader(
+            path,
+            template=config.template,
+            reference_field=reference_field,
+            max_line_bytes=config.max_line_bytes,
+        )
 
     datasets: list[Dataset] = []
     if config.from_run is not None:

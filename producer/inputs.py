@@ -4,17 +4,26 @@ Three record shapes are understood: seed 002's contexts records (``id``, ``query
 ``context`` and any extra fields, which are kept and passed through), plain
 ``{"id", "prompt"}`` and chat ``{"id", "messages": [{"role", "content"}...]}``.
 A ``--template`` builds the prompt from any fields.
+
+Every value is checked before anything is stored, so the verdict is the same on
+SQLite and PostgreSQL and nothing fails later in a worker or an export: a line
+longer than ``max_line_bytes`` is refused unread (before any JSON parsing or
+tokenising); then nesting deeper than ``MAX_DEPTH``, a lone surrogate
+(``"\\ud800"``: not text in any encoding), a NUL character (``"\\u0000"``:
+PostgreSQL stores none), ``NaN``/``Infinity`` (not JSON: no export could write
+them) and an empty or whitespace-only prompt are refused naming the field.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from common.constants import CONTEXTS_TEMPLATE
+from common.constants import CONTEXTS_TEMPLATE, DEFAULT_MAX_LINE_BYTES
 from common.errors import InputError
 from common.templates import MissingField, render, template_fields
 
@@ -22,6 +31,12 @@ _BOM = b"\xef\xbb\xbf"
 
 #: Roles a chat record's ``messages`` may use.
 CHAT_ROLES = ("system", "user", "assistant")
+
+#: Deepest nesting of objects and arrays in a record (the record itself is level 1).
+MAX_DEPTH = 100
+
+#: Bytes of a rejected line kept with its reject.
+RAW_KEPT = 2000
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,7 @@ class RecordReader:
         template: str | None = None,
         reference_field: str | None = None,
         lines: Iterable[bytes] | None = None,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     ) -> None:
         self.path = path
         #: Lines to read instead of the file (a pipeline stage's records); path names them.
@@ -61,25 +77,32 @@ class RecordReader:
         self.template = template
         self.fields = template_fields(template) if template else None
         self.reference_field = reference_field
+        self.max_line_bytes = max_line_bytes
         self._seen: dict[str, int] = {}
 
     def __iter__(self) -> Iterator[InputRecord | Rejected]:
         if self.lines is not None:
-            yield from self._read(self.lines)
+            yield from self._read((line, _size(line)) for line in self.lines)
             return
         with self.path.open("rb") as stream:
-            yield from self._read(stream)
+            yield from self._read(bounded_lines(stream, self.max_line_bytes))
 
-    def _read(self, stream: Iterable[bytes]) -> Iterator[InputRecord | Rejected]:
-        for line_no, raw in enumerate(stream, start=1):
+    def _read(self, lines: Iterable[tuple[bytes, int]]) -> Iterator[InputRecord | Rejected]:
+        for line_no, (raw, size) in enumerate(lines, start=1):
             if line_no == 1 and raw.startswith(_BOM):
                 raw = raw[len(_BOM) :]
-            if not raw.strip():
-                continue
             try:
+                if size > self.max_line_bytes:
+                    raise self._fail(
+                        line_no,
+                        f"line of {size:,} bytes is over the limit of {self.max_line_bytes:,} "
+                        "(--max-line-bytes or FLEET_MAX_LINE_BYTES raises it)",
+                    )
+                if not raw.strip():
+                    continue
                 yield self._record(line_no, raw)
             except InputError as error:
-                yield Rejected(line_no, raw[:2000].decode("utf-8", "replace"), error)
+                yield Rejected(line_no, _shown(raw[:RAW_KEPT].decode("utf-8", "replace")), error)
 
     def _fail(self, line_no: int, message: str, field: str | None = None) -> InputError:
         return InputError(str(self.path), line_no, message, field)
@@ -99,8 +122,13 @@ class RecordReader:
         except json.JSONDecodeError as error:
             message = f"not valid JSON: {error.msg} at column {error.colno}{hint}"
             raise self._fail(line_no, message) from None
+        except RecursionError:
+            raise self._fail(line_no, f"nested deeper than {MAX_DEPTH} levels") from None
+        except ValueError as error:  # e.g. an integer of more than 4,300 digits
+            raise self._fail(line_no, f"not valid JSON: {error}") from None
         if not isinstance(record, dict):
             raise self._fail(line_no, f"expected a JSON object, got {type(record).__name__}")
+        self._check_values(line_no, record)
         custom_id = self._custom_id(line_no, record)
         return InputRecord(
             line_no=line_no,
@@ -109,6 +137,43 @@ class RecordReader:
             prompt=self._prompt(line_no, record),
             reference=self._reference(line_no, record),
         )
+
+    def _check_values(self, line_no: int, record: dict[str, Any]) -> None:
+        """Refuse what no database stores alike, or no export writes, naming the field."""
+        stack: list[tuple[Any, str, int]] = [(record, "", 1)]
+        while stack:
+            value, where, depth = stack.pop()
+            if depth > MAX_DEPTH:
+                raise self._fail(line_no, f"nested deeper than {MAX_DEPTH} levels", where)
+            if isinstance(value, dict):
+                for key in value:
+                    self._check_text(line_no, key, _join(where, key), "its name")
+                children = [(child, _join(where, key)) for key, child in value.items()]
+            elif isinstance(value, list):
+                children = [(child, f"{where}[{index}]") for index, child in enumerate(value)]
+            else:
+                children = []
+                self._check_scalar(line_no, value, where)
+            stack.extend((child, path, depth + 1) for child, path in reversed(children))
+
+    def _check_scalar(self, line_no: int, value: Any, where: str) -> None:
+        if isinstance(value, str):
+            self._check_text(line_no, value, where, "its text")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise self._fail(
+                line_no, f"{value} is not a JSON number (NaN and Infinity cannot be stored)", where
+            )
+
+    def _check_text(self, line_no: int, text: str, where: str, what: str) -> None:
+        if "\x00" in text:
+            raise self._fail(line_no, f"{what} holds a NUL character (\\u0000)", where or None)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            code = f"\\u{ord(text[error.start]):04x}"
+            raise self._fail(
+                line_no, f"{what} holds a lone surrogate ({code}), which is not text", where or None
+            ) from None
 
     def _custom_id(self, line_no: int, record: dict[str, Any]) -> str:
         if "id" not in record:
@@ -123,6 +188,13 @@ class RecordReader:
         return custom_id
 
     def _prompt(self, line_no: int, record: dict[str, Any]) -> str:
+        prompt = self._render(line_no, record)
+        if not prompt.strip():
+            field = "messages" if "messages" in record and not self.template else "prompt"
+            raise self._fail(line_no, "is empty or only whitespace: nothing to answer", field)
+        return prompt
+
+    def _render(self, line_no: int, record: dict[str, Any]) -> str:
         if self.template and self.fields:
             try:
                 return render(self.template, self.fields, record)
@@ -162,6 +234,8 @@ class RecordReader:
                 )
             if not isinstance(message.get("content"), str):
                 raise self._fail(line_no, "must be a string", where + ".content")
+        if not any(message["content"].strip() for message in messages):
+            raise self._fail(line_no, "every content is empty or only whitespace", "messages")
         return "\n".join(f"{message['role']}: {message['content']}" for message in messages)
 
     def _reference(self, line_no: int, record: dict[str, Any]) -> str | None:
@@ -171,3 +245,31 @@ class RecordReader:
             raise self._fail(line_no, "missing", self.reference_field)
         value = record[self.reference_field]
         return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def bounded_lines(stream: IO[bytes], limit: int) -> Iterator[tuple[bytes, int]]:
+    """The stream's lines with their sizes (newline not counted). Past ``limit`` bytes
+    only a line's head is kept and the rest read in chunks and dropped: a huge line
+    costs no memory."""
+    while line := stream.readline(limit + 1):
+        size = _size(line)
+        if size > limit and not line.endswith(b"\n"):
+            while chunk := stream.readline(1 << 20):
+                size += _size(chunk)
+                if chunk.endswith(b"\n"):
+                    break
+            line = line[:RAW_KEPT]
+        yield line, size
+
+
+def _size(line: bytes) -> int:
+    return len(line) - line.endswith(b"\n")
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{_shown(key)}" if where else _shown(key)
+
+
+def _shown(text: str) -> str:
+    """``text`` safe to print and store: NULs and lone surrogates as escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")

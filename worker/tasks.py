@@ -15,29 +15,37 @@ from common.queries import run_status, slice_queues
 from common.stats import run_statistics
 from common.store import complete_run, reopen_incomplete
 from worker.app import app
-from worker.failures import give_up_if_exhausted, retry_delay
+from worker.failures import RetryLater, settle_failure
 from worker.pipeline import process_slice
 from worker.runtime import current_runtime
 
 log = logging.getLogger(__name__)
 
 
-@app.task(name=SLICE_TASK, bind=True)
+@app.task(name=SLICE_TASK, bind=True, max_retries=None)
 def run_slice(self: Task[Any, Any], run_id: str, slice_id: int) -> dict[str, Any]:
-    """Run one slice; the worker that finishes a run's last slice enqueues finalize."""
+    """Run one slice; the worker that finishes a run's last slice enqueues finalize.
+
+    ``max_retries=None``: no retry limit of Celery's own (its default is 3); each
+    failure's limit comes from ``settle_failure`` (none while the database is away).
+    """
     order = SliceOrder.decode([run_id, slice_id])
     worker = self.request.hostname or "unknown"
     try:
         outcome = process_slice(current_runtime(), order, worker=worker)
     except Exception as error:
-        gave_up = give_up_if_exhausted(current_runtime(), order, error, worker=worker)
-        if gave_up is None:
-            log.warning("run %s slice %s failed (%s); retrying", run_id, slice_id, error)
+        settled = settle_failure(order, error, worker=worker, retries=self.request.retries)
+        if isinstance(settled, RetryLater):
+            log.warning(
+                "run %s slice %s failed (%s: %s); retry %d in %ss",
+                run_id, slice_id, type(error).__name__, error,
+                self.request.retries + 1, settled.delay,
+            )  # fmt: skip
             raise self.retry(
-                exc=error, countdown=retry_delay(self.request.retries), max_retries=None
+                exc=error, countdown=settled.delay, max_retries=settled.limit
             ) from error
         log.warning("run %s slice %s quarantined after repeated failures", run_id, slice_id)
-        outcome = gave_up
+        outcome = settled
     if outcome.finalize:
         finalize.apply_async(args=tuple(FinalizeOrder(run_id).to_args()), queue=outcome.queue)
         log.info("run %s: last slice done, finalize enqueued", run_id)

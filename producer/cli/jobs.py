@@ -67,7 +67,9 @@ def enqueue(
         reference_field=options.reference_field,
         model_queues=model_queues,
     )
-    publish_run(db, create_app(settings), run_id=enqueued.run_id)
+    # If the broker stays away, PublishIncomplete says how many orders went out and that
+    # `fleet resume RUN` sends the rest: the run is in SQL already.
+    publish_run(db, create_app(settings), run_id=enqueued.run_id, retry_s=settings.publish_retry_s)
     errors.print(
         f"{enqueued.items} items ({enqueued.rejected} rejected), {enqueued.slices} slices "
         f"on queue '{options.queue}'"
@@ -133,7 +135,9 @@ def see_through(settings: Settings, *, run_ref: str, workers: int, output: Path 
 
     if settings.broker_url is not None:
         db = make_engine(settings.sqlalchemy_url)
-        run_id, sent = resume_run(db, create_app(settings), run_ref=run_ref)
+        run_id, sent = resume_run(
+            db, create_app(settings), run_ref=run_ref, retry_s=settings.publish_retry_s
+        )
         errors.print(f"run {run_id}: {sent} work order(s) sent")
         return
     with LocalFleet(

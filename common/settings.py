@@ -20,7 +20,7 @@ ENV_PREFIX = "FLEET_"
 #: Environment names under the prefix that belong to the test-suite, not to settings.
 _FOREIGN_PREFIXES = ("FLEET_TEST_",)
 
-_BROKER_SCHEMES = ("redis://", "rediss://", "unix://")
+_BROKER_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://")
 
 
 class Settings(BaseSettings):
@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     #: Seconds a worker's pool process may take to start, preloading included
     #: (Celery's ``worker_proc_alive_timeout``; its own default is 4).
     worker_start_timeout: float = 600.0
+
+    #: Set by ``fleet run`` / ``fleet workers`` for the workers they start: the
+    #: launcher's pid. A worker whose launcher is gone shuts down (``worker.lifeline``).
+    launcher_pid: int | None = None
 
     @field_validator("broker_url")
     @classmethod

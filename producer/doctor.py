@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from common.settings import Settings
 from producer.gpus import detect_gpus
+from producer.valkey import redis_client_url
 
 #: Packages whose versions the report shows (torch read from metadata, never imported).
 PACKAGES = ("celery", "kombu", "redis", "flower", "sqlalchemy", "sqlmodel", "transformers", "torch")
@@ -47,7 +48,9 @@ def check_broker(settings: Settings) -> Check:
     if url is None:
         return Check("broker", Level.warn, "FLEET_BROKER_URL not set: only `fleet run` (embedded)")
     client = redis.Redis.from_url(
-        url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=CONNECT_TIMEOUT_S
+        redis_client_url(url),
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=CONNECT_TIMEOUT_S,
     )
     try:
         client.ping()

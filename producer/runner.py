@@ -4,6 +4,11 @@ With no broker configured it starts the embedded server and SQLite under the
 state directory; it spawns local workers (real ``celery -A worker worker``
 processes), enqueues, shows progress, waits for finalize, exports, and stops
 everything. Interrupted, it leaves the run resumable with ``fleet resume``.
+
+While it watches, it looks after what it started: a local worker that dies is
+restarted (``producer.launcher``), so is the embedded server (its append-only file
+keeps the queue; the workers reconnect), and a full disk under the state directory
+stops the run with those words and the ``fleet resume`` command, never a silent hang.
 """
 
 from __future__ import annotations
@@ -22,17 +27,26 @@ from common.db import make_engine
 from common.errors import FleetError
 from common.runconfig import RunConfig
 from common.settings import Settings
+from producer.diskspace import low_message, measure, naming_a_full_disk, require_space
 from producer.embedded import EmbeddedBroker
 from producer.enqueue import create_run
 from producer.export import write_json, write_jsonl
 from producer.launcher import LocalWorkers
 from producer.publish import publish_run, resume_run
 from producer.status import watch
+from producer.valkey import private_dir
 from worker.app import create_app
+
+#: Times ``fleet run`` starts the embedded server again after it died, in one run.
+BROKER_RESTARTS = 3
 
 
 class WorkersGone(FleetError):
     """Every local worker process exited while the run still had work."""
+
+
+class BrokerGone(FleetError):
+    """The embedded server keeps dying, or cannot be started again."""
 
 
 @dataclass(frozen=True)
@@ -66,14 +80,15 @@ class LocalFleet:
         self._stack = ExitStack()
         self._previous_sigterm: signal.Handlers | Callable[..., Any] | int | None = None
         self.local: LocalWorkers | None = None
+        self.broker: EmbeddedBroker | None = None
+        self.broker_restarts = 0
 
     def __enter__(self) -> LocalFleet:
         settings, console = self.settings, self.console
         with self._stack as stack:
             if settings.broker_url is None:
-                url = stack.enter_context(EmbeddedBroker(settings.state_dir / "broker"))
-                settings = self.settings = settings.model_copy(update={"broker_url": url})
-                console.print(f"embedded broker at {url} (data in {settings.state_dir / 'broker'})")
+                self._start_broker(stack)
+                settings = self.settings
             self.db = make_engine(settings.sqlalchemy_url)
             self.app = create_app(settings)
             if self.spawn_workers:
@@ -93,6 +108,21 @@ class LocalFleet:
         self._previous_sigterm = _stop_on_sigterm()
         return self
 
+    def _start_broker(self, stack: ExitStack) -> None:
+        """The embedded server under an owner-only state directory with room to work."""
+        state_dir = private_dir(self.settings.state_dir)
+        require_space(state_dir, then="run the command again")
+        warning = low_message(measure(state_dir))
+        if warning:
+            self.console.print(f"[yellow]{warning}[/]")
+        self.broker = EmbeddedBroker(state_dir / "broker")
+        url = stack.enter_context(self.broker)
+        self.settings = self.settings.model_copy(update={"broker_url": url})
+        self.console.print(
+            f"embedded broker on {self.broker.socket} (owner only; data in "
+            f"{self.broker.data_dir}, URL with its password in {self.broker.url_path})"
+        )
+
     def __exit__(self, *exc_info: object) -> None:
         try:
             self._stack.close()
@@ -104,17 +134,22 @@ class LocalFleet:
         """Watch the run to its end, then write its results and summary."""
         settings = self.settings
 
-        def check_workers() -> None:
+        resume = f"fleet resume {run_id}"
+
+        def check() -> None:
+            require_space(settings.state_dir, then=resume)
+            self._tend_broker(resume)
             if self.local is None:
                 return
             self.local.tend()
             if self.local.given_up():
                 raise WorkersGone(
                     f"every local worker keeps exiting; see {settings.state_dir / 'logs'}; "
-                    f"the run can be resumed with: fleet resume {run_id}"
+                    f"the run can be resumed with: {resume}"
                 )
 
-        final = watch(self.db, run_id, console=self.console, check=check_workers)
+        with naming_a_full_disk(settings.state_dir, then=resume):
+            final = watch(self.db, run_id, console=self.console, check=check)
         out = output_dir or settings.state_dir / "runs" / run_id
         jsonl = out / "results.jsonl"
         summary = out / "summary.json"
@@ -122,6 +157,29 @@ class LocalFleet:
         document = write_json(self.db, run_ref=run_id, path=summary)
         overall = document["statistics"].get("overall", {})
         return RunOutcome(run_id, final.status, records, jsonl, summary, overall)
+
+    def _tend_broker(self, resume: str) -> None:
+        """Start the embedded server again if it died; BrokerGone when it keeps dying."""
+        broker = self.broker
+        code = None if broker is None else broker.exit_code()
+        if broker is None or code is None:
+            return
+        what = f"the embedded valkey-server exited with {code}"
+        if self.broker_restarts >= BROKER_RESTARTS:
+            raise BrokerGone(
+                f"{what}, for the {self.broker_restarts + 1}th time; {broker.log_path} ends "
+                f"with:\n{broker.log_tail()}\nthe run can be resumed with: {resume}"
+            )
+        self.broker_restarts += 1
+        self.console.print(
+            f"[yellow]{what}; starting it again (its append-only file keeps the queue)[/]"
+        )
+        try:
+            broker.restart()
+        except FleetError as error:
+            raise BrokerGone(
+                f"{what} and did not start again: {error}\nthe run can be resumed with: {resume}"
+            ) from error
 
 
 def run_job(
@@ -134,14 +192,15 @@ def run_job(
     reference_field: str | None = None,
 ) -> RunOutcome:
     """Create the run, publish its slices, and see it through."""
-    enqueued = create_run(
-        fleet.db,
-        input_path=input_path,
-        config=config,
-        queue=fleet.queue,
-        skip_invalid=skip_invalid,
-        reference_field=reference_field,
-    )
+    with naming_a_full_disk(fleet.settings.state_dir, then="run the command again"):
+        enqueued = create_run(
+            fleet.db,
+            input_path=input_path,
+            config=config,
+            queue=fleet.queue,
+            skip_invalid=skip_invalid,
+            reference_field=reference_field,
+        )
     publish_run(fleet.db, fleet.app, run_id=enqueued.run_id)
     fleet.console.print(
         f"run {enqueued.run_id}: {enqueued.items} items ({enqueued.rejected} rejected), "

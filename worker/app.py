@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     """A fleet app; ``settings`` None means read them from the environment on first use."""
     app = Celery(
         "fleet",
-        include=["worker.tasks", "worker.upkeep", "worker.control"],
+        include=["worker.tasks", "worker.upkeep", "worker.control", "worker.lifeline"],
         set_as_current=False,
     )
     app.add_defaults(lambda: celery_config(settings or Settings()))

@@ -1,4 +1,5 @@
-"""Commands that run and look after workers: ``workers``, ``workers list``, ``doctor``."""
+"""Commands that run and look after workers: ``workers``, ``workers list``, ``flower``,
+``doctor``."""
 
 from __future__ import annotations
 
@@ -180,6 +181,33 @@ def _slice_of(task: dict[str, Any]) -> Any:
 
 def _replies(replies: list[dict[str, Any]] | None) -> dict[str, dict[str, Any]]:
     return {name: body for reply in replies or [] for name, body in reply.items()}
+
+
+@app.command()
+def flower(
+    address: Annotated[
+        str, typer.Option(help="Address to listen on (0.0.0.0 in a container).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 5555,
+    flower_port: Annotated[
+        int,
+        typer.Option(min=0, max=65535, help="Flower's own port on 127.0.0.1 (0: a free one)."),
+    ] = 0,
+) -> None:
+    """Flower with basic auth on every route (FLOWER_BASIC_AUTH=user:password, required).
+
+    Flower itself listens on 127.0.0.1 only; a gate on ADDRESS:PORT answers 401 to any
+    request without the credentials, /metrics included, and hands the others to Flower.
+    """
+    from producer.flower import serve
+
+    settings = load_settings()
+    if settings.broker_url is None:
+        raise ConfigError(
+            "FLEET_BROKER_URL is not set (for a running `fleet run`: "
+            "FLEET_BROKER_URL=$(cat .fleet/broker/url))"
+        )
+    raise typer.Exit(serve(address=address, port=port, flower_port=flower_port))
 
 
 @app.command()

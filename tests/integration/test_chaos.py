@@ -37,6 +37,7 @@ from producer.enqueue import create_run
 from producer.launcher import LocalWorkers
 from producer.publish import publish_run
 from producer.status import read_progress_patiently
+from producer.valkey import redis_client_url
 from tests.integration.conftest import WorkerStarter
 from tests.integration.helpers import fleet, fleet_env
 from tests.integration.netcut import CuttableRelay
@@ -200,7 +201,7 @@ def test_worker_killed_after_taking_a_slice_before_claiming_it_loses_nothing(
                         queue=queue).run_id  # fmt: skip
     publish_run(db, create_app(Settings(broker_url=embedded_broker)), run_id=run_id)
 
-    broker = redis.Redis.from_url(embedded_broker)
+    broker = redis.Redis.from_url(redis_client_url(embedded_broker))
 
     def taken_not_claimed() -> bool:
         """The broker handed the worker a message of this run (kombu's unacked hash),

@@ -1,4 +1,6 @@
-"""Flower against our app: ``celery -A worker flower`` sees our workers, tasks and metrics."""
+"""Flower against our app, started as compose starts it (``fleet flower``: Flower behind a
+gate that asks for basic auth on every route): it sees our workers, tasks and metrics,
+and answers nothing without the credentials, ``/metrics`` included."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -15,13 +18,31 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from producer.embedded import celery_command
 from tests.integration.conftest import WorkerStarter
 from tests.integration.helpers import enqueue_and_wait, fleet_env
+from tests.integration.processes import descendants, tcp_listeners
 from tests.integration.test_launcher import write_inputs
 
+ROOT = Path(__file__).parents[2]
 USER, PASSWORD = "fleet", "test-secret"
+#: What a browser and Prometheus ask Flower for: pages, API, static files, metrics, probes.
+ROUTES = [
+    "/",
+    "/workers",
+    "/tasks",
+    "/broker",
+    "/tasks/datatable?draw=1&start=0&length=10&order%5B0%5D%5Bcolumn%5D=0&columns%5B0%5D%5Bdata%5D=name",
+    "/api/workers",
+    "/api/tasks",
+    "/api/task/types",
+    "/api/queues/length",
+    "/metrics",
+    "/healthcheck",
+    "/static/css/flower.css",
+    "/favicon.ico",
+]
 
 
 def free_port() -> int:
@@ -33,17 +54,18 @@ def free_port() -> int:
 class FlowerClient:
     def __init__(self, port: int) -> None:
         self.base = f"http://127.0.0.1:{port}"
+        self.pid = 0
 
-    def get(self, path: str, *, auth: bool = True) -> tuple[int, str]:
+    def get(self, path: str, *, auth: bool = True, password: str = PASSWORD) -> tuple[int, str]:
         request = urllib.request.Request(self.base + path)
         if auth:
-            token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+            token = base64.b64encode(f"{USER}:{password}".encode()).decode()
             request.add_header("Authorization", f"Basic {token}")
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.read().decode()
+                return response.status, response.read().decode(errors="replace")
         except urllib.error.HTTPError as error:
-            return error.code, error.read().decode()
+            return error.code, error.read().decode(errors="replace")
 
     def json(self, path: str) -> Any:
         status, body = self.get(path)
@@ -66,6 +88,17 @@ def eventually(check: Any, what: str, timeout_s: float = 90.0) -> Any:
     raise AssertionError(f"{what}: last saw {last!r}")
 
 
+def compose_flower_command(port: int) -> list[str]:
+    """compose.yaml's Flower command, run from this environment, on ``port``."""
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    command = list(compose["services"]["flower"]["command"])
+    assert command[:2] == ["fleet", "flower"]
+    port_options = [arg for arg in command if arg.startswith("--port=")]
+    assert port_options == ["--port=5555"]
+    command[command.index("--port=5555")] = f"--port={port}"
+    return [sys.executable, "-m", "producer", *command[1:]]
+
+
 @pytest.fixture
 def flower(tmp_path: Path, redis_url: str) -> Iterator[FlowerClient]:
     port = free_port()
@@ -74,18 +107,20 @@ def flower(tmp_path: Path, redis_url: str) -> Iterator[FlowerClient]:
         "FLEET_BROKER_URL": redis_url,
         "FLEET_DATABASE_URL": f"sqlite:///{tmp_path / 'fleet.db'}",
         "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}",
+        "FLOWER_PERSISTENT": "false",
     }
     with (tmp_path / "flower.log").open("wb") as log:
         process = subprocess.Popen(
-            [*celery_command(), "-A", "worker", "flower", f"--port={port}", "--address=127.0.0.1"],
+            compose_flower_command(port),
             env=env,
-            cwd=Path(__file__).parents[2],
+            cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
     client = FlowerClient(port)
+    client.pid = process.pid
     try:
-        eventually(lambda: client.get("/healthcheck", auth=False)[0] == 200, "flower is up")
+        eventually(lambda: client.get("/healthcheck")[0] == 200, "flower is up")
         yield client
     finally:
         process.terminate()
@@ -152,3 +187,33 @@ def test_flower_shows_our_workers_tasks_and_metrics(
     ]
     assert succeeded
     assert float(succeeded[0].rsplit(" ", 1)[1]) >= 3
+
+
+def test_every_flower_route_wants_the_credentials(flower: FlowerClient) -> None:
+    for path in ROUTES:
+        assert flower.get(path, auth=False)[0] == 401, path
+        assert flower.get(path, password="wrong")[0] == 401, path
+        status, body = flower.get(path)
+        assert status == 200, f"{path}: {status} {body[:200]}"
+    assert flower.get("/no-such-page", auth=False)[0] == 401
+    assert "flower_events_total" in flower.get("/metrics")[1]
+
+
+def test_flower_itself_listens_on_loopback_only(flower: FlowerClient) -> None:
+    """Only the gate is reachable from outside; Flower behind it binds 127.0.0.1."""
+    (inner,) = descendants(flower.pid)
+    listening = tcp_listeners(inner)
+    assert listening
+    assert all(address.startswith("0100007F:") for address in listening), listening
+
+
+def test_flower_refuses_to_start_without_credentials(tmp_path: Path, redis_url: str) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("FLEET_")}
+    env.pop("FLOWER_BASIC_AUTH", None)
+    env["FLEET_BROKER_URL"] = redis_url
+    done = subprocess.run(
+        compose_flower_command(free_port()), env=env, cwd=ROOT, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "FLOWER_BASIC_AUTH=user:password is required" in done.stderr

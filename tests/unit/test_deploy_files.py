@@ -4,6 +4,8 @@
 files are parsed and checked against the code: every ``FLEET_*`` name they set must
 be a field of ``common.settings.Settings`` (a renamed setting fails this test), the
 worker command is the one the design fixes, and the shutdown grace agrees everywhere.
+No secret has a default, no database or broker port is published beyond 127.0.0.1,
+and Flower runs behind the gate that asks for credentials on every route.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from producer.cli.workers import DEFAULT_GRACE_S
 ROOT = Path(__file__).parents[2]
 K8S = ROOT / "deploy" / "k8s"
 SETTINGS = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+#: Variables that hold a secret: compose must require them (``${X:?...}``), never default them.
+SECRETS = {"REDIS_PASSWORD", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH"}
+FLOWER_COMMAND = ["fleet", "flower", "--address=0.0.0.0", "--port=5555"]
 #: Seconds between SIGTERM and SIGKILL everywhere: the launcher's grace plus 10 s.
 GRACE_S = int(DEFAULT_GRACE_S) + 10
 WORKER_COMMAND = ["celery", "-A", "worker", "worker", "--concurrency=1"]
@@ -72,11 +77,38 @@ def test_compose_redis_keeps_its_queue(compose: dict[str, Any]) -> None:
     assert {"redis-data", "postgres-data"} <= set(compose["volumes"])
 
 
-def test_compose_flower_runs_our_app_with_basic_auth(compose: dict[str, Any]) -> None:
+def test_compose_flower_runs_behind_the_gate_with_basic_auth(compose: dict[str, Any]) -> None:
     flower = compose["services"]["flower"]
-    assert flower["command"][:4] == ["celery", "-A", "worker", "flower"]
+    assert flower["command"] == FLOWER_COMMAND
     assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
     assert "FLEET_BROKER_URL" in flower["environment"]
+    assert flower["ports"] == ["${FLOWER_ADDRESS:-127.0.0.1}:5555:5555"]
+
+
+def substitutions(text: str) -> list[tuple[str, str]]:
+    """Every ``${NAME<op>...}`` of a compose file as (NAME, op); op "" for a bare ``${NAME}``."""
+    return re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?+]|)", text)
+
+
+def test_compose_requires_every_secret() -> None:
+    lines = (ROOT / "compose.yaml").read_text().splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    used = substitutions(text)
+    assert {name for name, _ in used} >= SECRETS
+    for name, op in used:
+        if name in SECRETS or re.search(r"PASSWORD|SECRET|TOKEN|AUTH", name):
+            assert op == ":?", f"${{{name}}} in compose.yaml must be required (:?), not {op!r}"
+    assert substitutions("${A:-x} ${B:?y} ${C}") == [("A", ":-"), ("B", ":?"), ("C", "")]
+
+
+def test_compose_publishes_no_database_or_broker_beyond_loopback(compose: dict[str, Any]) -> None:
+    for name in ("redis", "postgres"):
+        for port in compose["services"][name].get("ports", []):
+            assert isinstance(port, str), f"{name}: long port syntax, check host_ip by hand"
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond 127.0.0.1"
+    for name, service in compose["services"].items():
+        if name not in ("redis", "postgres", "flower"):
+            assert "ports" not in service, f"{name} publishes {service['ports']}"
 
 
 @pytest.mark.parametrize(("profile", "gpus"), [("gpu1", 1), ("gpu2", 2), ("gpu8", 8)])
@@ -120,8 +152,31 @@ def test_k8s_set_names_every_part(k8s: list[dict[str, Any]]) -> None:
         ("Service", "redis"),
         ("Service", "postgres"),
         ("Service", "flower"),
-        ("Secret", "fleet-secrets"),
     } <= kinds
+
+
+def test_k8s_secrets_are_generated_from_an_uncommitted_file() -> None:
+    """No password in the manifests: kustomize builds the Secret from secrets.env, which
+    git ignores and an operator makes; without it the build fails instead of defaulting."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    (generator,) = kustomization["secretGenerator"]
+    assert generator == {"name": "fleet-secrets", "envs": ["secrets.env"]}
+    assert "deploy/k8s/secrets.env" in (ROOT / ".gitignore").read_text().splitlines()
+    for path in K8S.glob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            assert not (doc and doc.get("kind") == "Secret"), f"{path.name} ships a Secret"
+
+
+def test_k8s_flower_runs_behind_the_gate(k8s: list[dict[str, Any]]) -> None:
+    (flower,) = [
+        doc for doc in k8s if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "flower"
+    ]
+    pod = flower["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    assert container["command"] == FLOWER_COMMAND
+    assert "FLOWER_BASIC_AUTH" in {entry["name"] for entry in container["env"]}
+    assert "httpGet" not in container["readinessProbe"]  # every route wants credentials
+    assert "prometheus.io/scrape" not in pod["metadata"].get("annotations", {})
 
 
 def test_k8s_worker_has_gpu_limits_and_matching_grace(k8s: list[dict[str, Any]]) -> None:

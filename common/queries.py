@@ -113,7 +113,13 @@ def iter_results(
         results = {
             (result.item_id, result.lane_index): result
             for result in session.exec(
-                select(Result).where(Result.run_id == run_id, col(Result.item_id).in_(ids))
+                select(Result).where(
+                    Result.run_id == run_id,
+                    # Both keys of the unique index (run, lane, item): a lookup per
+                    # item, not a scan of the run's results per chunk.
+                    col(Result.lane_index).in_(lanes),
+                    col(Result.item_id).in_(ids),
+                )
             )
         }
         for item in items:

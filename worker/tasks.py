@@ -15,7 +15,7 @@ from common.queries import run_status, slice_queues
 from common.stats import run_statistics
 from common.store import complete_run, reopen_incomplete
 from worker.app import app
-from worker.failures import RetryLater, settle_failure
+from worker.failures import RetryLater, database_away, retry_delay, settle_failure
 from worker.pipeline import process_slice
 from worker.runtime import current_runtime
 
@@ -52,15 +52,30 @@ def run_slice(self: Task[Any, Any], run_id: str, slice_id: int) -> dict[str, Any
     return {"run_id": run_id, "slice_id": slice_id, "processed": outcome.processed}
 
 
-@app.task(name=FINALIZE_TASK)
-def finalize(run_id: str) -> dict[str, Any]:
+@app.task(name=FINALIZE_TASK, bind=True, max_retries=None)
+def finalize(self: Task[Any, Any], run_id: str) -> dict[str, Any]:
     """Compute the run's statistics in SQL and mark it completed, once.
 
     Only a run with a result for every item in every lane completes. A slice
     marked done that is short of results (written under another run by a bad work
-    order, or lost by hand) is reopened and sent out again instead.
+    order, or lost by hand) is reopened and sent out again instead. While the
+    database is away the task waits it out with backoff, however long it takes.
     """
     order = FinalizeOrder.decode([run_id])
+    try:
+        return _finalize(order)
+    except Exception as error:
+        if not database_away(error):
+            raise
+        delay = retry_delay(self.request.retries)
+        log.warning(
+            "run %s: finalize waits for the database (%s); again in %ss", run_id, error, delay
+        )
+        raise self.retry(exc=error, countdown=delay) from error
+
+
+def _finalize(order: FinalizeOrder) -> dict[str, Any]:
+    run_id = order.run_id
     with session_scope(current_runtime().db) as session:
         if run_status(session, run_id=order.run_id) != RunStatus.finalizing:
             reopened: dict[str, list[int]] = {}

@@ -84,14 +84,32 @@ def insert_run(session: Session, *, run: Run, lanes: Sequence[Lane]) -> None:
 
 
 def insert_items(session: Session, *, rows: Sequence[dict[str, Any]]) -> None:
-    """Bulk-insert item rows (dicts of Item columns) in one statement."""
-    if rows:
-        session.execute(insert(Item), list(rows))
+    """Bulk-insert item rows (dicts of Item columns, all with the same keys).
+
+    PostgreSQL takes them through ``COPY`` in the session's transaction: one
+    stream instead of a statement per row, which the server parses and plans for
+    each. SQLite inserts them in process (``executemany``).
+    """
+    if not rows:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(insert(Item.__table__), list(rows))  # type: ignore[attr-defined]
+        return
+    columns = list(rows[0])
+    json_columns = {name for name in columns if isinstance(Item.__table__.c[name].type, JSON)}  # type: ignore[attr-defined]
+    copy_sql = f"COPY item ({', '.join(columns)}) FROM STDIN"
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cursor, cursor.copy(copy_sql) as copy:
+        for row in rows:
+            copy.write_row(
+                [json.dumps(row[name]) if name in json_columns else row[name] for name in columns]
+            )
 
 
 def insert_slices(session: Session, *, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        session.execute(insert(Slice), list(rows))
+        session.execute(insert(Slice.__table__), list(rows))  # type: ignore[attr-defined]
 
 
 def set_run_counts(

@@ -215,8 +215,13 @@ def slice_figures(db: Engine, run_id: str) -> dict[str, Any]:
     last = statistics.median(times[-tenth:])
     span = (max(end for _, end in rows if end) - min(s for s, _ in rows if s)).total_seconds()
     finalize = (finished_at - max(end for _, end in rows if end)).total_seconds()
+    deciles = [
+        round(statistics.median(times[index * tenth : (index + 1) * tenth]), 4)
+        for index in range(min(10, len(times) // tenth))
+    ]
     return {
         "slices": len(rows),
+        "slice_median_by_tenth_s": deciles,
         "slice_median_first_10pct_s": round(first, 4),
         "slice_median_last_10pct_s": round(last, 4),
         "slice_last_over_first": round(last / first, 3) if first else None,

@@ -81,7 +81,7 @@ def test_an_outage_is_retried_without_limit_even_on_a_used_up_slice(
 ) -> None:
     order = make_slice(db, tmp_path, max_attempts=1)
     with session_scope(db) as session:
-        claim_slice(session, slice_id=order.slice_id, worker="w1")
+        claim_slice(session, run_id=order.run_id, slice_id=order.slice_id, worker="w1")
     assert settle(db, order, refused()) == RetryLater(retry_delay(2), limit=None)
 
 
@@ -102,14 +102,14 @@ def test_other_errors_are_retried_while_the_slice_has_claims_left(
 ) -> None:
     order = make_slice(db, tmp_path, max_attempts=2)
     with session_scope(db) as session:
-        claim_slice(session, slice_id=order.slice_id, worker="w1")
+        claim_slice(session, run_id=order.run_id, slice_id=order.slice_id, worker="w1")
     assert settle(db, order, ValueError("model will not load")) == RetryLater(4, limit=None)
 
 
 def test_other_errors_on_a_used_up_slice_quarantine_its_items(db: Engine, tmp_path: Path) -> None:
     order = make_slice(db, tmp_path, max_attempts=1)
     with session_scope(db) as session:
-        claim_slice(session, slice_id=order.slice_id, worker="w1")
+        claim_slice(session, run_id=order.run_id, slice_id=order.slice_id, worker="w1")
     settled = settle(db, order, ValueError("model will not load"))
     assert settled == SliceOutcome(processed=4, finalize=True, queue="fleet")
 
@@ -121,7 +121,7 @@ def test_other_errors_on_a_slice_not_running_are_retried_a_few_times(
     order = make_slice(db, tmp_path, max_attempts=3)
     if claimed:  # its work settled: the error came after
         with session_scope(db) as session:
-            claim_slice(session, slice_id=order.slice_id, worker="w1")
+            claim_slice(session, run_id=order.run_id, slice_id=order.slice_id, worker="w1")
             session.get(Slice, order.slice_id).status = "done"  # type: ignore[union-attr]
     else:  # an order naming no slice at all
         order = SliceOrder(order.run_id, order.slice_id + 1000)

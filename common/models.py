@@ -197,12 +197,15 @@ class Attempt(SQLModel, table=True):
 
     __table_args__ = (
         UniqueConstraint("run_id", "lane_index", "item_id", name="uq_attempt_run_lane_item"),
+        Index("ix_attempt_slice", "slice_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: str = Field(foreign_key="run.id", max_length=32)
     item_id: int = Field(foreign_key="item.id")
     lane_index: int
+    #: The slice holding the item in this lane: a slice reads its items' counts by it.
+    slice_id: int | None = Field(default=None, foreign_key="slice.id")
     count: int = 0
     last_error: str | None = Field(default=None, sa_column=Column(Text))
 

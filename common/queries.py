@@ -29,9 +29,6 @@ from common.models import (
 )
 from common.stats import Stat
 
-#: Ids per ``IN`` list: under SQLite's limit on bound parameters.
-_IDS_PER_STATEMENT = 5000
-
 
 def resolve_run(session: Session, run_ref: str) -> Run:
     """The run named by id, or the newest one for ``latest``."""
@@ -95,37 +92,45 @@ def progress(session: Session, *, run_id: str) -> Progress:
 def iter_results(
     session: Session, *, run_id: str, chunk: int = 1000
 ) -> Iterator[tuple[Item, int, Result | None]]:
-    """Every (item, lane index, result or None) of a run in input order, streamed."""
+    """Every (item, lane index, result or None) of a run in input order, streamed.
+
+    ``chunk`` items at a time, each chunk a range of ``seq`` (0 to the run's item
+    count, without gaps), and its results lane by lane as a range of item ids:
+    a run's items take their ids in input order (``create_run`` inserts them so),
+    so each read is one range of a unique index, whatever the planner's statistics
+    say, and memory stays that of one chunk.
+    """
+    run = session.get(Run, run_id)
+    if run is None:
+        raise RunNotFound(run_id)
     lanes = [lane.index for lane in lanes_of(session, run_id=run_id)]
-    last_seq = -1
-    while True:
+    for start in range(0, run.item_count, chunk):
         items = list(
             session.exec(
                 select(Item)
-                .where(Item.run_id == run_id, Item.seq > last_seq)
+                .where(Item.run_id == run_id, Item.seq >= start, Item.seq < start + chunk)
                 .order_by(col(Item.seq))
-                .limit(chunk)
             )
         )
         if not items:
-            return
-        ids = [item.id for item in items]
+            continue
+        low = min(item.id or 0 for item in items)
+        high = max(item.id or 0 for item in items)
         results = {
             (result.item_id, result.lane_index): result
+            for lane in lanes
             for result in session.exec(
                 select(Result).where(
                     Result.run_id == run_id,
-                    # Both keys of the unique index (run, lane, item): a lookup per
-                    # item, not a scan of the run's results per chunk.
-                    col(Result.lane_index).in_(lanes),
-                    col(Result.item_id).in_(ids),
+                    Result.lane_index == lane,
+                    Result.item_id >= low,
+                    Result.item_id <= high,
                 )
             )
         }
         for item in items:
             for lane in lanes:
                 yield item, lane, results.get((item.id or 0, lane))
-        last_seq = items[-1].seq
 
 
 def stored_stats(session: Session, *, run_id: str) -> list[Stat]:
@@ -155,21 +160,17 @@ def open_items(session: Session, *, slice_row: Slice) -> list[Item]:
     return sorted((item for item in items if item.id not in answered), key=lambda item: item.seq)
 
 
-def attempt_counts(
-    session: Session, *, run_id: str, lane_index: int, item_ids: list[int]
-) -> dict[int, tuple[int, str | None]]:
-    """(attempts so far, last error) of the items that were tried before, by item id."""
-    counts: dict[int, tuple[int, str | None]] = {}
-    for start in range(0, len(item_ids), _IDS_PER_STATEMENT):
-        rows = session.exec(
-            select(Attempt.item_id, Attempt.count, Attempt.last_error).where(
-                Attempt.run_id == run_id,
-                Attempt.lane_index == lane_index,
-                col(Attempt.item_id).in_(item_ids[start : start + _IDS_PER_STATEMENT]),
-            )
+def attempt_counts(session: Session, *, slice_id: int) -> dict[int, tuple[int, str | None]]:
+    """(attempts so far, last error) of a slice's items that were tried before, by item id.
+
+    Through ``ix_attempt_slice``: the slice's own rows, in a run of any size.
+    """
+    rows = session.exec(
+        select(Attempt.item_id, Attempt.count, Attempt.last_error).where(
+            Attempt.slice_id == slice_id
         )
-        counts.update({item_id: (count, last_error) for item_id, count, last_error in rows})
-    return counts
+    )
+    return {item_id: (count, last_error) for item_id, count, last_error in rows}
 
 
 def run_status(session: Session, *, run_id: str) -> str:

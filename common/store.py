@@ -330,12 +330,18 @@ def reopen_slices(session: Session, *, run_id: str) -> list[int]:
 
 
 def count_attempts(
-    session: Session, *, run_id: str, lane_index: int, item_ids: Sequence[int]
+    session: Session, *, run_id: str, lane_index: int, slice_id: int, item_ids: Sequence[int]
 ) -> None:
     """Add one attempt to each item, before the engine sees it (so a death still counts)."""
     if item_ids:
         rows = [
-            {"run_id": run_id, "lane_index": lane_index, "item_id": item_id, "count": 1}
+            {
+                "run_id": run_id,
+                "lane_index": lane_index,
+                "slice_id": slice_id,
+                "item_id": item_id,
+                "count": 1,
+            }
             for item_id in item_ids
         ]
         _bulk_upsert(session, _attempt_upsert, rows)

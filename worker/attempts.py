@@ -45,6 +45,7 @@ class AttemptGuard:
 
     run_id: str
     lane_index: int
+    slice_id: int
     items: Sequence[Item]
     #: Item ids that were tried before: they run one at a time.
     suspects: set[int] = field(default_factory=set)
@@ -63,7 +64,11 @@ class AttemptGuard:
         if run_status(session, run_id=self.run_id) == RunStatus.cancelled:
             return False
         count_attempts(
-            session, run_id=self.run_id, lane_index=self.lane_index, item_ids=self._ids(indexes)
+            session,
+            run_id=self.run_id,
+            lane_index=self.lane_index,
+            slice_id=self.slice_id,
+            item_ids=self._ids(indexes),
         )
         return True
 
@@ -100,16 +105,9 @@ def screen_items(
     """Quarantine the slice's exhausted items; the guard and the items still to run."""
     # Attempts are only counted while the slice is claimed: on its first claim
     # there are none to read.
-    counts = (
-        attempt_counts(
-            session,
-            run_id=slice_row.run_id,
-            lane_index=slice_row.lane_index,
-            item_ids=[item.id for item in items if item.id is not None],
-        )
-        if slice_row.attempts > 1
-        else {}
-    )
+    tried = attempt_counts(session, slice_id=slice_row.id or 0) if slice_row.attempts > 1 else {}
+    open_ids = {item.id for item in items}
+    counts = {item_id: tried[item_id] for item_id in tried if item_id in open_ids}
     doomed: dict[int, str] = {}
     for item in items:
         count, last_error = counts.get(item.id or 0, (0, None))
@@ -136,7 +134,9 @@ def screen_items(
         )
     remaining = [item for item in items if (item.id or 0) not in doomed]
     suspects = {item.id or 0 for item in remaining if counts.get(item.id or 0, (0, None))[0] > 0}
-    guard = AttemptGuard(slice_row.run_id, slice_row.lane_index, remaining, suspects)
+    guard = AttemptGuard(
+        slice_row.run_id, slice_row.lane_index, slice_row.id or 0, remaining, suspects
+    )
     return guard, remaining
 
 

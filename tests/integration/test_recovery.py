@@ -84,8 +84,14 @@ def die_on(db: Engine, run_id: str, seqs: list[int], times: int) -> None:
             )
             if item_id is not None
         ]
+        slice_id = session.exec(
+            select(Slice.id).where(Slice.run_id == run_id, Slice.lane_index == 0)
+        ).first()
+        assert slice_id is not None  # these runs have one slice per lane
         for _ in range(times):
-            count_attempts(session, run_id=run_id, lane_index=0, item_ids=item_ids)
+            count_attempts(
+                session, run_id=run_id, lane_index=0, slice_id=slice_id, item_ids=item_ids
+            )
         session.execute(
             update(Slice)
             .where(col(Slice.run_id) == run_id, col(Slice.lane_index) == 0)

@@ -331,26 +331,31 @@ def reopen_slices(session: Session, *, run_id: str) -> list[int]:
 
 def count_attempts(
     session: Session, *, run_id: str, lane_index: int, slice_id: int, item_ids: Sequence[int]
-) -> None:
-    """Add one attempt to each item, before the engine sees it (so a death still counts)."""
-    if item_ids:
-        rows = [
-            {
-                "run_id": run_id,
-                "lane_index": lane_index,
-                "slice_id": slice_id,
-                "item_id": item_id,
-                "count": 1,
-            }
-            for item_id in item_ids
-        ]
-        _bulk_upsert(session, _attempt_upsert, rows)
+) -> bool:
+    """Add one attempt to each item, before the engine sees it (so a death still counts).
+
+    False, with nothing counted, when the run was cancelled: the same statement
+    checks, so a cancel stops a slice before its next batch at no extra round trip.
+    """
+    if not item_ids:
+        return True
+    rows = [
+        {
+            "run_id": run_id,
+            "lane_index": lane_index,
+            "slice_id": slice_id,
+            "item_id": item_id,
+            "count": 1,
+        }
+        for item_id in item_ids
+    ]
+    return _bulk_upsert(session, _attempt_upsert, rows) > 0
 
 
 @functools.cache
 def _attempt_upsert(dialect: str, columns: tuple[str, ...]) -> Any:
     table = Attempt.__table__  # type: ignore[attr-defined]
-    statement = _bulk_insert(dialect, table, columns)
+    statement = _bulk_insert(dialect, table, columns, live_run_only=True)
     return statement.on_conflict_do_update(
         index_elements=["run_id", "lane_index", "item_id"],
         set_={"count": table.c.count + 1},
@@ -615,8 +620,9 @@ def _bulk_upsert(
     session: Session,
     statement_for: Callable[[str, tuple[str, ...]], Any],
     rows: Sequence[dict[str, Any]],
-) -> None:
-    """Many rows (dicts with the same keys) in one statement, in one round trip.
+) -> int:
+    """Many rows (dicts with the same keys) in one statement, in one round trip; the
+    number of rows inserted or updated.
 
     On PostgreSQL the rows travel as one array per column and the statement reads
     them back with ``unnest``: a short statement, prepared once per connection,
@@ -625,18 +631,19 @@ def _bulk_upsert(
     """
     dialect = session.get_bind().dialect.name
     columns = tuple(rows[0])
-    statement = statement_for(dialect, columns)
+    # SQLAlchemy keeps an INSERT's row count only when asked to.
+    statement = statement_for(dialect, columns).execution_options(preserve_rowcount=True)
     if dialect != "postgresql":
-        session.execute(statement, list(rows))
-        return
+        return int(session.execute(statement, list(rows)).rowcount)  # type: ignore[attr-defined]
     json_columns = {name for name in columns if isinstance(statement.table.c[name].type, JSON)}
-    session.execute(
+    outcome = session.execute(
         statement,
         {
             f"{_ARRAY_PREFIX}{name}": _column_array(rows, name, as_json=name in json_columns)
             for name in columns
         },
     )
+    return int(outcome.rowcount)  # type: ignore[attr-defined]
 
 
 def _column_array(rows: Sequence[dict[str, Any]], name: str, *, as_json: bool) -> list[Any]:
@@ -651,32 +658,47 @@ def _column_array(rows: Sequence[dict[str, Any]], name: str, *, as_json: bool) -
 _ARRAY_PREFIX = "rows_"
 
 
-def _bulk_insert(dialect: str, table: Any, columns: tuple[str, ...]) -> Any:
+def _bulk_insert(
+    dialect: str, table: Any, columns: tuple[str, ...], *, live_run_only: bool = False
+) -> Any:
     """``INSERT INTO table (columns)``: of one row's values on SQLite, of every row's
-    on PostgreSQL (``SELECT ... FROM unnest(one array per column)``)."""
-    if dialect != "postgresql":
-        return sqlite.insert(table)
-    arrays = (
-        func.unnest(
-            *[
-                bindparam(f"{_ARRAY_PREFIX}{name}", type_=ARRAY(_element_type(table.c[name].type)))
-                for name in columns
-            ]
+    on PostgreSQL (``SELECT ... FROM unnest(one array per column)``).
+
+    ``live_run_only``: a row is inserted only while the run its ``run_id`` names is
+    not cancelled, checked in the same statement.
+    """
+    if dialect == "postgresql":
+        params = {
+            name: bindparam(
+                f"{_ARRAY_PREFIX}{name}", type_=ARRAY(_element_type(table.c[name].type))
+            )
+            for name in columns
+        }
+        arrays = func.unnest(*params.values()).table_valued(*columns).render_derived()
+        values = [
+            cast(arrays.c[name], table.c[name].type)
+            if isinstance(table.c[name].type, JSON)
+            else arrays.c[name]
+            for name in columns
+        ]
+        source = select(*values)
+        # The first row's run (every row names the same), as a scalar: one lookup in
+        # the run's primary key for the statement, not a join or a scan per row.
+        first_run = select(func.unnest(params["run_id"]).column_valued()).limit(1)
+        run_id: Any = first_run.scalar_subquery() if live_run_only else None
+        insert_for: Any = postgresql.insert
+    else:
+        if not live_run_only:
+            return sqlite.insert(table)
+        source = select(*[bindparam(name, type_=table.c[name].type) for name in columns])
+        run_id = bindparam("run_id", type_=table.c.run_id.type)
+        insert_for = sqlite.insert
+    if live_run_only:
+        runs = Run.__table__  # type: ignore[attr-defined]
+        source = source.where(
+            exists().where(runs.c.id == run_id, runs.c.status != RunStatus.cancelled.value)
         )
-        .table_valued(*columns)
-        .render_derived()
-    )
-    return postgresql.insert(table).from_select(
-        list(columns),
-        select(
-            *[
-                cast(arrays.c[name], table.c[name].type)
-                if isinstance(table.c[name].type, JSON)
-                else arrays.c[name]
-                for name in columns
-            ]
-        ),
-    )
+    return insert_for(table).from_select(list(columns), source)
 
 
 def _element_type(kind: Any) -> Any:

@@ -28,8 +28,8 @@ from sqlalchemy import Engine as Database
 from sqlmodel import Session
 
 from common.db import session_scope
-from common.models import Item, RunStatus, Slice
-from common.queries import attempt_counts, run_status
+from common.models import Item, Slice
+from common.queries import attempt_counts
 from common.store import count_attempts, record_attempt_error, save_results
 
 #: ``Result.error_kind`` of an item taken out of automatic retries.
@@ -61,16 +61,13 @@ class AttemptGuard:
 
         The caller commits before the engine sees the items.
         """
-        if run_status(session, run_id=self.run_id) == RunStatus.cancelled:
-            return False
-        count_attempts(
+        return count_attempts(
             session,
             run_id=self.run_id,
             lane_index=self.lane_index,
             slice_id=self.slice_id,
             item_ids=self._ids(indexes),
         )
-        return True
 
     @contextmanager
     def recording(self, db: Database, indexes: Sequence[int]) -> Iterator[None]:

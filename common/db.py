@@ -39,18 +39,24 @@ _SERVER_POOL: dict[str, Any] = {"pool_size": 1, "max_overflow": 4}
 _SCHEMA_LOCK_KEY = 0x466C656574  # "Fleet"
 
 
-def make_engine(url: str, *, pooled: bool = True) -> Engine:
+def make_engine(url: str, *, pooled: bool = True, lazy_commits: bool = False) -> Engine:
     """An engine for ``url`` with the tables created.
 
     ``pooled=False``: every session opens its own connection and closes it at the
     end, so between uses the process holds no connection, no socket and no SQLite
     lock state that a forked child could inherit (``worker.upkeep``).
+
+    ``lazy_commits``: on PostgreSQL a commit returns before its WAL reaches the disk
+    (``synchronous_commit=off``). Only for writes whose loss in a crash of the server
+    costs a delay, never a result: a worker's heartbeats and slice receipts, and
+    the reconciler's compare-and-sets, which its next pass makes again.
     """
     unpooled: dict[str, Any] = {"poolclass": NullPool}
     if make_url(url).get_backend_name() == "sqlite":
         engine = _sqlite_engine(url, {} if pooled else unpooled)
     else:
-        engine = create_engine(url, **(_SERVER_POOL if pooled else unpooled))
+        options = {"connect_args": {"options": "-c synchronous_commit=off"}} if lazy_commits else {}
+        engine = create_engine(url, **(_SERVER_POOL if pooled else unpooled), **options)
     create_tables(engine)
     return engine
 

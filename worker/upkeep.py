@@ -106,7 +106,9 @@ class MainProcessDatabase:
         with self._lock:
             if self._engine is None:
                 url = settings.sqlalchemy_url
-                self._engine = make_engine(url, pooled=not url.startswith("sqlite"))
+                # Beats, receipts, reconciler passes: a commit need not wait for the disk.
+                sqlite = url.startswith("sqlite")
+                self._engine = make_engine(url, pooled=not sqlite, lazy_commits=True)
             return self._engine
 
     def forget_in_child(self) -> None:

@@ -2,7 +2,7 @@
 
 All of it happens in one transaction: a file with a bad record leaves nothing
 behind (unless ``skip_invalid``, which records the rejects as failed items).
-Publishing the work orders comes after the commit (``producer.publish``).
+Publishing the work orders comes after the commit (``common.publish``).
 """
 
 from __future__ import annotations

@@ -101,17 +101,6 @@ def parse_output(text: str, schema: dict[str, Any]) -> Any:
     raise InvalidOutput(first_error or "no JSON object found in the answer")
 
 
-def check_schema(schema: Any) -> dict[str, Any]:
-    """``schema`` if it is a valid JSON Schema object; raises ValueError with the reason."""
-    if not isinstance(schema, dict):
-        raise ValueError(f"a JSON Schema must be an object, got {type(schema).__name__}")
-    try:
-        jsonschema.Draft202012Validator.check_schema(schema)
-    except jsonschema.exceptions.SchemaError as error:
-        raise ValueError(f"not a valid JSON Schema: {error.message}") from None
-    return schema
-
-
 def validate_outcomes(
     outcomes: Sequence[Outcome],
     schema: dict[str, Any],

@@ -17,7 +17,7 @@ from typing import Annotated, Any, get_type_hints
 
 import typer
 
-from common.constants import DEFAULT_QUEUE
+from common.constants import DEFAULT_QUEUE, ENGINES
 from common.errors import ConfigError
 from common.permutations import expand
 from common.runconfig import Batching, Generation, RunConfig
@@ -199,7 +199,6 @@ def job_command(command: Callable[..., None]) -> Callable[..., None]:
 def run_config(settings: Settings, options: JobOptions) -> RunConfig:
     """The RunConfig a job's options ask for, defaults filled in from the settings."""
     from producer.output_schema import output_schema
-    from worker.engines import ENGINES
 
     if options.engine not in ENGINES:
         raise ConfigError(f"unknown engine {options.engine!r}; known: {', '.join(ENGINES)}")

@@ -28,21 +28,21 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import col, select
 
+from common.celery_app import create_app
 from common.db import make_engine, session_scope
 from common.models import Result, Run, Slice
+from common.publish import publish_run
 from common.runconfig import Batching, RunConfig
 from common.settings import Settings
 from producer.embedded import EmbeddedBroker
 from producer.enqueue import create_run
 from producer.launcher import LocalWorkers
-from producer.publish import publish_run
 from producer.status import read_progress_patiently
 from producer.valkey import redis_client_url
 from tests.integration.conftest import WorkerStarter
 from tests.integration.helpers import fleet, fleet_env
 from tests.integration.netcut import CuttableRelay
 from tests.integration.services import service_missing
-from worker.app import create_app
 from worker.attempts import QUARANTINED
 
 #: Worker settings that make recovery fast enough for a test.

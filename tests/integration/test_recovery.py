@@ -12,10 +12,12 @@ import redis
 from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 
+from common.celery_app import create_app
 from common.db import session_scope
 from common.messages import SliceOrder
 from common.models import Attempt, Item, Receipt, Result, Run, Slice, WorkerBeat, utcnow
 from common.queries import iter_results
+from common.reconcile import reconcile
 from common.runconfig import RunConfig
 from common.settings import Settings
 from common.store import (
@@ -27,8 +29,6 @@ from common.store import (
     reopen_failed,
 )
 from producer.enqueue import create_run
-from producer.reconcile import reconcile
-from worker.app import create_app
 from worker.attempts import QUARANTINED
 from worker.pipeline import process_slice
 from worker.runtime import WorkerRuntime

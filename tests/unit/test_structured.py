@@ -9,13 +9,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.errors import ConfigError
-from producer.output_schema import load_json_schema, load_pydantic_schema, output_schema
+from producer.output_schema import (
+    check_schema,
+    load_json_schema,
+    load_pydantic_schema,
+    output_schema,
+)
 from worker.engines import Completion
 from worker.inference import Outcome
 from worker.structured import (
     INVALID_OUTPUT,
     InvalidOutput,
-    check_schema,
     parse_output,
     validate_outcomes,
     with_schema,

@@ -6,6 +6,7 @@ They import neither Celery nor SQL; ``load_engine`` picks one by name.
 
 from __future__ import annotations
 
+from common.constants import ENGINES
 from common.errors import ConfigError
 from common.settings import Settings
 from worker.engines.base import (
@@ -15,9 +16,6 @@ from worker.engines.base import (
     ItemError,
     PartialFailure,
 )
-
-#: Engine names accepted by ``--engine``.
-ENGINES = ("hf", "echo", "openai")
 
 
 def load_engine(

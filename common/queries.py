@@ -24,10 +24,10 @@ from common.models import (
     RunStatus,
     Slice,
     SliceStatus,
+    Stat,
     WorkerBeat,
     utcnow,
 )
-from common.stats import Stat
 
 #: Ids per ``IN`` list: under SQLite's limit on bound parameters.
 _IDS_PER_STATEMENT = 5000

@@ -11,10 +11,10 @@ from string import Formatter
 from typing import Any
 
 from common.constants import CONTEXTS_TEMPLATE
-from common.errors import ConfigError
+from common.errors import ConfigError, FleetError
 
 
-class MissingField(KeyError):
+class MissingField(FleetError, KeyError):
     """A template field the record does not have."""
 
     def __init__(self, field: str) -> None:

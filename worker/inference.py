@@ -17,15 +17,10 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from common.results import MAX_ERROR_CHARS, ErrorKind, error_text
 from worker.batching import batch_cost
 from worker.engines import Completion, Engine, GenerationParams, ItemError, PartialFailure
 from worker.oom import MemoryBudget, free_memory, is_out_of_memory
-
-#: Longest error message stored on a Result.
-MAX_ERROR_CHARS = 2000
-
-#: ``Result.error_kind`` of an item that ran out of memory even alone.
-OOM = "oom"
 
 
 @dataclass(frozen=True)
@@ -35,19 +30,19 @@ class Outcome:
     completion: Completion | None
     latency_s: float
     batch_size: int
-    error_kind: str | None = None
+    error_kind: ErrorKind | None = None
     error_message: str | None = None
     #: The validated object of a structured-output run.
     parsed: Any = None
 
 
-def error_kind(error: BaseException) -> str:
-    """A short name for what went wrong: ``oom`` for out of memory, else the engine's own
-    ``error_kind`` attribute (remote engines: ``api``, ``rate_limit``...), else ``engine``."""
+def error_kind(error: BaseException) -> ErrorKind:
+    """What went wrong: ``oom`` for out of memory, else the engine's own ``error_kind``
+    attribute (remote engines: ``api``, ``rate_limit``...), else ``engine``."""
     if is_out_of_memory(error):
-        return OOM
+        return ErrorKind.oom
     kind = getattr(error, "error_kind", None)
-    return kind if isinstance(kind, str) else "engine"
+    return kind if isinstance(kind, ErrorKind) else ErrorKind.engine
 
 
 def generate_isolated(
@@ -115,7 +110,7 @@ def _generate_checked(
 class _Failure:
     """What a failed engine call leaves behind: no reference to its traceback."""
 
-    kind: str
+    kind: ErrorKind
     message: str
     out_of_memory: bool
 
@@ -123,7 +118,7 @@ class _Failure:
     def of(cls, error: BaseException) -> _Failure:
         return cls(
             kind=error_kind(error),
-            message=f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS],
+            message=error_text(error),
             out_of_memory=is_out_of_memory(error),
         )
 

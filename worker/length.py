@@ -11,13 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from common.runconfig import SIDES
 from worker.engines import Engine
-
-#: ``Result.error_kind`` of a prompt that cannot fit the model's context.
-TOO_LONG = "too_long"
-
-#: ``--truncate`` sides: ``left`` drops the start of the prompt, ``right`` its end.
-SIDES = ("left", "right")
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from common.results import ErrorKind
 from common.runconfig import RunConfig
 from worker.chat import chat_messages
 from worker.engines import Engine
-from worker.length import TOO_LONG, apply_length_policy
+from worker.length import apply_length_policy
 from worker.structured import with_schema
-
-#: ``Result.error_kind`` of an item whose prompt cannot be built (e.g. no chat template).
-UNRENDERABLE = "invalid_input"
 
 
 def render_prompt(engine: Engine, payload: dict[str, Any], prompt: str, config: RunConfig) -> str:
@@ -41,7 +39,7 @@ class Prepared:
     prompts: list[str]
     lengths: list[int]
     #: Index -> (error_kind, message).
-    failed: dict[int, tuple[str, str]]
+    failed: dict[int, tuple[ErrorKind, str]]
 
     @property
     def runnable(self) -> list[int]:
@@ -55,13 +53,13 @@ def prepare(
 ) -> Prepared:
     """Render every (payload, prompt) and apply the run's length policy."""
     prompts: list[str] = []
-    failed: dict[int, tuple[str, str]] = {}
+    failed: dict[int, tuple[ErrorKind, str]] = {}
     for index, (payload, prompt) in enumerate(items):
         try:
             prompts.append(render_prompt(engine, payload, prompt, config))
         except ValueError as error:
             prompts.append("")
-            failed[index] = (UNRENDERABLE, str(error))
+            failed[index] = (ErrorKind.invalid_input, str(error))
     kept = [index for index in range(len(prompts)) if index not in failed]
     plan = apply_length_policy(
         engine,
@@ -73,5 +71,5 @@ def prepare(
     for position, index in enumerate(kept):
         prompts[index], lengths[index] = plan.prompts[position], plan.lengths[position]
         if position in plan.too_long:
-            failed[index] = (TOO_LONG, plan.too_long[position])
+            failed[index] = (ErrorKind.too_long, plan.too_long[position])
     return Prepared(prompts, lengths, failed)

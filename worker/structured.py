@@ -17,15 +17,14 @@ from typing import Any
 
 import jsonschema
 
-from worker.inference import MAX_ERROR_CHARS, Outcome
-
-#: ``Result.error_kind`` of an answer that holds no JSON valid under the schema.
-INVALID_OUTPUT = "invalid_output"
+from common.errors import FleetError
+from common.results import MAX_ERROR_CHARS, ErrorKind
+from worker.inference import Outcome
 
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)```", re.DOTALL)
 
 
-class InvalidOutput(ValueError):
+class InvalidOutput(FleetError, ValueError):
     """The answer holds no JSON value that the schema accepts."""
 
 
@@ -126,7 +125,9 @@ def validate_outcomes(
             except InvalidOutput as error:
                 invalid.append(position)
                 result[position] = replace(
-                    outcome, error_kind=INVALID_OUTPUT, error_message=str(error)[:MAX_ERROR_CHARS]
+                    outcome,
+                    error_kind=ErrorKind.invalid_output,
+                    error_message=str(error)[:MAX_ERROR_CHARS],
                 )
             else:
                 result[position] = replace(outcome, parsed=parsed)

@@ -20,16 +20,10 @@ import typer
 from common.constants import DEFAULT_QUEUE, ENGINES
 from common.errors import ConfigError
 from common.permutations import expand
-from common.runconfig import Batching, Generation, RunConfig
+from common.runconfig import AGGREGATES, DTYPES, SIDES, Batching, Generation, RunConfig
 from common.settings import Settings
 from producer.checkpoints import model_refs
 from producer.datasets import dataset_map
-
-#: Values of ``--aggregate``.
-AGGREGATES = ("any", "all", "majority", "mean")
-
-#: ``--dtype`` values.
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -251,8 +245,8 @@ def run_config(settings: Settings, options: JobOptions) -> RunConfig:
 
 def length_policy(truncate: str | None, on_too_long: str | None) -> str | None:
     """The side to truncate too-long prompts on, or None to fail them; contradictions refused."""
-    if truncate not in (None, "left", "right"):
-        raise ConfigError(f"--truncate {truncate}: expected left or right")
+    if truncate not in (None, *SIDES):
+        raise ConfigError(f"--truncate {truncate}: expected {' or '.join(SIDES)}")
     if on_too_long not in (None, "fail", "truncate"):
         raise ConfigError(f"--on-too-long {on_too_long}: expected fail or truncate")
     if on_too_long == "fail" and truncate is not None:

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
+from common.results import MAX_ERROR_CHARS
 from worker.engines import Completion, Engine, GenerationParams
 from worker.engines.echo import EchoEngine
-from worker.inference import MAX_ERROR_CHARS, Outcome, error_kind, generate_isolated
+from worker.inference import Outcome, error_kind, generate_isolated
 
 MARKER = "POISON"
 PARAMS = GenerationParams(max_new_tokens=2)

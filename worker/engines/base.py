@@ -10,6 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from common.errors import FleetError
+from common.results import ErrorKind
+
 
 @dataclass(frozen=True)
 class GenerationParams:
@@ -64,11 +67,11 @@ class Engine(Protocol):
 class ItemError:
     """Why one prompt of a batch failed on its own (a remote engine's per-request error)."""
 
-    error_kind: str
+    error_kind: ErrorKind
     message: str
 
 
-class PartialFailure(Exception):
+class PartialFailure(FleetError):
     """Raised by an engine whose prompts fail one by one: the answers that did come back
     and the errors of the rest, in prompt order. Nothing needs bisecting."""
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from common.errors import ConfigError
+from common.errors import ConfigError, FleetError
 from worker.chat import plain_chat
 from worker.engines.base import Completion, GenerationParams
 
@@ -37,7 +37,7 @@ ECHO_CONTEXT = 1_000_000
 CRASH_EXIT_CODE = 70
 
 
-class PoisonItem(RuntimeError):
+class PoisonItem(FleetError, RuntimeError):
     """Raised for a prompt carrying the configured fail marker."""
 
 

@@ -18,8 +18,8 @@ from worker.engines.base import Completion, GenerationParams
 from worker.engines.kv_cache import fully_reserved, reserved_cache, stitch_rows
 from worker.engines.sampling import RowSeededSampler, row_seed
 
-#: ``--dtype`` names accepted besides ``auto``.
-DTYPES: dict[str, torch.dtype] = {
+#: The torch dtype of each ``--dtype`` name (``common.runconfig.DTYPES``) besides ``auto``.
+TORCH_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
@@ -67,7 +67,7 @@ class HFEngine:
         """Load ``model`` (a local directory or hub id) onto ``device``, default cuda if seen.
 
         ``dtype`` is ``auto`` (bfloat16 on a GPU that supports it, else float32), or one of
-        :data:`DTYPES`. A worker that sees more than one GPU (a GPU group) shards the model
+        :data:`TORCH_DTYPES`. A worker that sees more than one GPU (a GPU group) shards the model
         over them with ``device_map="auto"``. ``trust_remote_code`` runs code shipped with
         a checkpoint, so it is off unless a run asks for it. ``prefill_tokens`` caps the
         positions (rows x columns) of one prefill pass: ``None`` picks
@@ -218,9 +218,9 @@ def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; expected auto or one of {sorted(DTYPES)}")
-    return DTYPES[dtype]
+    if dtype not in TORCH_DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected auto or one of {sorted(TORCH_DTYPES)}")
+    return TORCH_DTYPES[dtype]
 
 
 def _max_context(model: Any, tokenizer: Any) -> int:

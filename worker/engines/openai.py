@@ -27,7 +27,8 @@ from tenacity import (
     wait_exponential,
 )
 
-from common.errors import ConfigError
+from common.errors import ConfigError, FleetError
+from common.results import ErrorKind
 from common.settings import Settings
 from worker.engines.base import Completion, GenerationParams, ItemError, PartialFailure
 
@@ -41,10 +42,10 @@ REMOTE_CONTEXT = 1_000_000
 CHAT_PREFIX = "\x1efleet-chat\x1e"
 
 
-class RemoteError(Exception):
+class RemoteError(FleetError):
     """One request's failure, with its ``error_kind`` and whether a retry may help."""
 
-    def __init__(self, error_kind: str, message: str, *, retryable: bool) -> None:
+    def __init__(self, error_kind: ErrorKind, message: str, *, retryable: bool) -> None:
         super().__init__(message)
         self.error_kind = error_kind
         self.retryable = retryable
@@ -128,7 +129,7 @@ class OpenAIEngine:
             return retrying(self._request, prompt, params)
         except RetryError as exhausted:
             error = exhausted.last_attempt.exception()
-            kind = getattr(error, "error_kind", "api")
+            kind = getattr(error, "error_kind", ErrorKind.api)
             return ItemError(kind, f"{error} (gave up after {self.max_attempts} tries)")
         except RemoteError as error:
             return ItemError(error.error_kind, str(error))
@@ -150,14 +151,18 @@ class OpenAIEngine:
         try:
             response = self.client.post("chat/completions" if chat else "completions", json=body)
         except httpx.TimeoutException as error:
-            raise RemoteError("timeout", f"request timed out: {error}", retryable=True) from None
+            raise RemoteError(
+                ErrorKind.timeout, f"request timed out: {error}", retryable=True
+            ) from None
         except httpx.HTTPError as error:
-            raise RemoteError("api", f"{type(error).__name__}: {error}", retryable=True) from None
+            raise RemoteError(
+                ErrorKind.api, f"{type(error).__name__}: {error}", retryable=True
+            ) from None
         if response.status_code == 429:
-            raise RemoteError("rate_limit", "HTTP 429 Too Many Requests", retryable=True)
+            raise RemoteError(ErrorKind.rate_limit, "HTTP 429 Too Many Requests", retryable=True)
         if response.status_code >= 400:
             raise RemoteError(
-                "api",
+                ErrorKind.api,
                 f"HTTP {response.status_code}: {response.text[:500]}",
                 retryable=response.status_code >= 500,
             )
@@ -173,10 +178,10 @@ def _completion(response: httpx.Response, chat: bool, estimated_in: int) -> Comp
         usage = document.get("usage") or {}
     except (ValueError, KeyError, IndexError, TypeError) as error:
         raise RemoteError(
-            "api", f"malformed response ({error!r}): {response.text[:300]}", retryable=False
+            ErrorKind.api, f"malformed response ({error!r}): {response.text[:300]}", retryable=False
         ) from None
     if not isinstance(text, str):
-        raise RemoteError("api", "response text is not a string", retryable=False)
+        raise RemoteError(ErrorKind.api, "response text is not a string", retryable=False)
     return Completion(
         text=text,
         tokens_in=int(usage.get("prompt_tokens", estimated_in)),

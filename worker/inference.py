@@ -19,7 +19,14 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from common.results import MAX_ERROR_CHARS, ErrorKind, error_text
 from worker.batching import batch_cost
-from worker.engines import Completion, Engine, GenerationParams, ItemError, PartialFailure
+from worker.engines import (
+    Completion,
+    Engine,
+    EngineBroken,
+    GenerationParams,
+    ItemError,
+    PartialFailure,
+)
 from worker.oom import MemoryBudget, free_memory, is_out_of_memory
 
 
@@ -56,8 +63,37 @@ def generate_isolated(
     """One Outcome per prompt, in order; a failing batch is halved down to its bad items.
 
     ``lengths`` (prompt tokens) give each attempt's cost for ``memory``; without them
-    the budget is not updated.
+    the budget is not updated. EngineBroken when every item of a batch of two or more
+    fails alone with the same engine error: the engine, not the items, is at fault, and
+    the slice fails loudly instead of recording each item as ``engine``.
     """
+    outcomes = _isolated(engine, prompts, params, lengths, memory)
+    if len(outcomes) > 1 and _failed_alike(outcomes):
+        raise EngineBroken(
+            f"every item of a batch of {len(outcomes)} failed alone the same way: "
+            f"{outcomes[0].error_message}"
+        )
+    return outcomes
+
+
+def _failed_alike(outcomes: Sequence[Outcome]) -> bool:
+    """Whether every outcome is the same engine error (not out of memory, not remote)."""
+    return all(
+        outcome.completion is None
+        and outcome.error_kind == ErrorKind.engine
+        and outcome.error_message == outcomes[0].error_message
+        for outcome in outcomes
+    )
+
+
+def _isolated(
+    engine: Engine,
+    prompts: Sequence[str],
+    params: GenerationParams,
+    lengths: Sequence[int] | None,
+    memory: MemoryBudget | None,
+) -> list[Outcome]:
+    """``generate_isolated`` without the check for a broken engine."""
     cost = batch_cost(lengths, params.max_new_tokens) if lengths is not None else None
     started = time.perf_counter()
     try:
@@ -132,19 +168,11 @@ def _halves(
 ) -> list[Outcome]:
     """Each half of a failed batch, run on its own."""
     middle = len(prompts) // 2
-    first = generate_isolated(
-        engine,
-        prompts[:middle],
-        params,
-        lengths=lengths[:middle] if lengths is not None else None,
-        memory=memory,
+    first = _isolated(
+        engine, prompts[:middle], params, lengths[:middle] if lengths is not None else None, memory
     )
-    second = generate_isolated(
-        engine,
-        prompts[middle:],
-        params,
-        lengths=lengths[middle:] if lengths is not None else None,
-        memory=memory,
+    second = _isolated(
+        engine, prompts[middle:], params, lengths[middle:] if lengths is not None else None, memory
     )
     return first + second
 

@@ -12,6 +12,7 @@ from common.settings import Settings
 from worker.engines.base import (
     Completion,
     Engine,
+    EngineBroken,
     GenerationParams,
     ItemError,
     PartialFailure,
@@ -53,6 +54,7 @@ __all__ = [
     "ENGINES",
     "Completion",
     "Engine",
+    "EngineBroken",
     "GenerationParams",
     "ItemError",
     "PartialFailure",

@@ -79,3 +79,8 @@ class PartialFailure(FleetError):
         failed = sum(isinstance(result, ItemError) for result in results)
         super().__init__(f"{failed} of {len(results)} prompts failed")
         self.results = results
+
+
+class EngineBroken(FleetError):
+    """The engine fails whatever it is given (a test generation at load, or every item of
+    a batch alike): the load or the slice fails, instead of each item on its own."""

@@ -113,7 +113,9 @@ class EchoEngine:
         if self.fail_marker:
             for prompt in prompts:
                 if self.fail_marker in prompt:
-                    raise PoisonItem(f"prompt contains the fail marker {self.fail_marker!r}")
+                    raise PoisonItem(
+                        f"prompt {prompt[:40]!r} contains the fail marker {self.fail_marker!r}"
+                    )
         if self.answer_from is not None:
             return [self._scripted(prompt) for prompt in prompts]
         completions = []

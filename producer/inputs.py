@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from common.constants import CONTEXTS_TEMPLATE, DEFAULT_MAX_LINE_BYTES
 from common.errors import InputError
-from common.templates import MissingField, render, template_fields
+from common.prompts import MissingField, render, template_fields
 
 _BOM = b"\xef\xbb\xbf"
 

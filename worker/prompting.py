@@ -10,26 +10,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from common.prompts import Chat, Prompt, build_prompt
 from common.results import ErrorKind
 from common.runconfig import RunConfig
-from worker.chat import chat_messages
 from worker.engines import Engine
 from worker.length import apply_length_policy
-from worker.structured import with_schema
 
 
-def render_prompt(engine: Engine, payload: dict[str, Any], prompt: str, config: RunConfig) -> str:
-    """One item's prompt: through the chat template if it is a conversation, then the
-    schema instruction of a structured-output run. Raises ValueError if it cannot be built."""
-    if config.output_schema is not None:
-        prompt = with_schema(prompt, config.output_schema)
-    messages = chat_messages(payload, prompt, config.system)
-    if messages is None:
-        return prompt
-    if config.output_schema is not None and "messages" in payload:
-        last = messages[-1]
-        messages[-1] = {**last, "content": with_schema(last["content"], config.output_schema)}
-    return engine.render_chat(messages)
+def engine_text(engine: Engine, prompt: Prompt) -> str:
+    """The text ``engine`` runs for ``prompt``: a conversation through its chat format.
+    Raises ValueError if it cannot be built (a tokenizer without a chat template)."""
+    if isinstance(prompt, Chat):
+        return engine.render_chat(prompt.messages)
+    return prompt
 
 
 @dataclass(frozen=True)
@@ -56,7 +49,8 @@ def prepare(
     failed: dict[int, tuple[ErrorKind, str]] = {}
     for index, (payload, prompt) in enumerate(items):
         try:
-            prompts.append(render_prompt(engine, payload, prompt, config))
+            typed = build_prompt(payload, prompt, system=config.system, schema=config.output_schema)
+            prompts.append(engine_text(engine, typed))
         except ValueError as error:
             prompts.append("")
             failed[index] = (ErrorKind.invalid_input, str(error))

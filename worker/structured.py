@@ -28,14 +28,6 @@ class InvalidOutput(FleetError, ValueError):
     """The answer holds no JSON value that the schema accepts."""
 
 
-def with_schema(prompt: str, schema: dict[str, Any]) -> str:
-    """``prompt`` followed by the instruction to answer with JSON matching ``schema``."""
-    return (
-        f"{prompt}\n\nAnswer with a single JSON object that matches this JSON Schema, "
-        f"and nothing else:\n{json.dumps(schema, ensure_ascii=False)}\n"
-    )
-
-
 def candidates(text: str) -> Iterator[str]:
     """Pieces of ``text`` that may be the JSON answer, most likely first."""
     yield text.strip()

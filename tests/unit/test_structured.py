@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.errors import ConfigError
+from common.prompts import with_schema
 from common.results import ErrorKind
 from producer.output_schema import (
     check_schema,
@@ -22,7 +23,6 @@ from worker.structured import (
     InvalidOutput,
     parse_output,
     validate_outcomes,
-    with_schema,
 )
 
 SCHEMA = {

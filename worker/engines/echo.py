@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from common.errors import ConfigError, FleetError
-from worker.chat import plain_chat
+from common.prompts import plain_chat
 from worker.engines.base import Completion, GenerationParams
 
 #: The options a spec may set.

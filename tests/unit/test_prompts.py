@@ -1,4 +1,4 @@
-"""``common.templates``: plain named fields only, literal braces, JSON for non-strings."""
+"""``common.prompts`` templates: plain named fields only, literal braces, JSON for non-strings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from common.errors import ConfigError
-from common.templates import MissingField, render, template_fields
+from common.prompts import MissingField, render, template_fields
 
 
 def test_fields_are_listed_in_order_of_appearance() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from common.prompts import Prompt
 from common.results import MAX_ERROR_CHARS, ErrorKind, error_text
 from worker.batching import batch_cost
 from worker.engines import (
@@ -54,7 +55,7 @@ def error_kind(error: BaseException) -> ErrorKind:
 
 def generate_isolated(
     engine: Engine,
-    prompts: Sequence[str],
+    prompts: Sequence[Prompt],
     params: GenerationParams,
     *,
     lengths: Sequence[int] | None = None,
@@ -88,7 +89,7 @@ def _failed_alike(outcomes: Sequence[Outcome]) -> bool:
 
 def _isolated(
     engine: Engine,
-    prompts: Sequence[str],
+    prompts: Sequence[Prompt],
     params: GenerationParams,
     lengths: Sequence[int] | None,
     memory: MemoryBudget | None,
@@ -126,7 +127,7 @@ def _isolated(
 
 def _generate_checked(
     engine: Engine,
-    prompts: Sequence[str],
+    prompts: Sequence[Prompt],
     params: GenerationParams,
     memory: MemoryBudget | None,
     cost: int | None,
@@ -161,7 +162,7 @@ class _Failure:
 
 def _halves(
     engine: Engine,
-    prompts: Sequence[str],
+    prompts: Sequence[Prompt],
     params: GenerationParams,
     lengths: Sequence[int] | None,
     memory: MemoryBudget | None,

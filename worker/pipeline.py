@@ -23,6 +23,7 @@ from common.db import session_scope
 from common.errors import ForeignWorkOrder
 from common.messages import SliceOrder
 from common.models import Item, Lane, Run
+from common.prompts import Prompt
 from common.queries import open_items
 from common.results import ResultRow
 from common.runconfig import RunConfig
@@ -183,7 +184,7 @@ def _answer(
     engine: Engine,
     config: RunConfig,
     params: GenerationParams,
-    prompts: list[str],
+    prompts: list[Prompt],
     lengths: list[int],
     indexes: list[int],
 ) -> list[Outcome]:

@@ -17,8 +17,8 @@ from worker.engines import Engine
 from worker.length import apply_length_policy
 
 
-def engine_text(engine: Engine, prompt: Prompt) -> str:
-    """The text ``engine`` runs for ``prompt``: a conversation through its chat format.
+def engine_prompt(engine: Engine, prompt: Prompt) -> Prompt:
+    """What ``engine`` runs for ``prompt``: a conversation in its model's chat format.
     Raises ValueError if it cannot be built (a tokenizer without a chat template)."""
     if isinstance(prompt, Chat):
         return engine.render_chat(prompt.messages)
@@ -29,7 +29,7 @@ def engine_text(engine: Engine, prompt: Prompt) -> str:
 class Prepared:
     """What to run: every item's prompt and token count, and the items that cannot run."""
 
-    prompts: list[str]
+    prompts: list[Prompt]
     lengths: list[int]
     #: Index -> (error_kind, message).
     failed: dict[int, tuple[ErrorKind, str]]
@@ -45,12 +45,12 @@ def prepare(
     config: RunConfig,
 ) -> Prepared:
     """Render every (payload, prompt) and apply the run's length policy."""
-    prompts: list[str] = []
+    prompts: list[Prompt] = []
     failed: dict[int, tuple[ErrorKind, str]] = {}
     for index, (payload, prompt) in enumerate(items):
         try:
             typed = build_prompt(payload, prompt, system=config.system, schema=config.output_schema)
-            prompts.append(engine_text(engine, typed))
+            prompts.append(engine_prompt(engine, typed))
         except ValueError as error:
             prompts.append("")
             failed[index] = (ErrorKind.invalid_input, str(error))

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from common.prompts import Chat, Message, Prompt
 from common.results import error_text
 from worker.engines.base import Completion, EngineBroken, GenerationParams
 from worker.engines.sampling import RowSeededSampler, row_seed
@@ -117,14 +118,14 @@ class HFEngine:
         engine.check_fast_path()
         return engine
 
-    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
+    def count_tokens(self, prompts: Sequence[Prompt]) -> list[int]:
         """Each prompt's length in tokens, special tokens included exactly as generate adds them."""
         if not prompts:
             return []  # the tokenizer fails on an empty batch
-        encoded = self.tokenizer(list(prompts))
+        encoded = self.tokenizer(self._texts(prompts))
         return [len(ids) for ids in encoded["input_ids"]]
 
-    def render_chat(self, messages: list[dict[str, str]]) -> str:
+    def render_chat(self, messages: list[Message]) -> str:
         """Through the tokenizer's chat template; a tokenizer without one is an error."""
         if not getattr(self.tokenizer, "chat_template", None):
             raise ValueError("this model's tokenizer has no chat template")
@@ -133,11 +134,11 @@ class HFEngine:
         )
         return str(text)
 
-    def truncate(self, prompts: Sequence[str], max_tokens: int, side: str) -> list[str]:
+    def truncate(self, prompts: Sequence[Prompt], max_tokens: int, side: str) -> list[Prompt]:
         """Cut in tokens, special tokens counted; re-tokenising the decoded text is checked."""
         special = len(self.tokenizer("")["input_ids"])
-        cut = []
-        for prompt in prompts:
+        cut: list[Prompt] = []
+        for prompt in self._texts(prompts):
             ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
             keep = max(max_tokens - special, 0)
             text = prompt
@@ -151,11 +152,18 @@ class HFEngine:
             cut.append(text if keep > 0 else "")
         return cut
 
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
         """Generate for the whole batch at once; one completion per prompt, in order."""
         return self._generate(
-            prompts, params, fast_path=self.fast_path, prefill_tokens=self.prefill_tokens
+            self._texts(prompts),
+            params,
+            fast_path=self.fast_path,
+            prefill_tokens=self.prefill_tokens,
         )
+
+    def _texts(self, prompts: Sequence[Prompt]) -> list[str]:
+        """The prompts as texts, a conversation through the chat template."""
+        return [self.render_chat(p.messages) if isinstance(p, Chat) else p for p in prompts]
 
     def check_fast_path(self) -> None:
         """Keep the fast path only if a tiny generation through it matches plain ``generate``.

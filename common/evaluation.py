@@ -4,11 +4,11 @@ Seed 000 summed per-GPU counts of correct answers; here each item's lanes are
 combined into ONE score for the item (``GROUP BY item``) before anything is
 counted, so an item is counted once however many lanes answered it:
 
-- ``any``: the best lane's score (seed 000's OR);
+- ``any``: the best lane's score (OR);
 - ``all``: the worst lane's score (AND);
 - ``majority``: 1 when more than half the lanes are right (score >= 0.5), else 0
-  (seed 003's vote);
-- ``mean``: the lanes' mean score (seed 003's average).
+  (a vote);
+- ``mean``: the lanes' mean score.
 
 A lane without a score (a failed answer) counts as 0. Only items with a reference
 are scored. Scopes written as RunStat rows: ``overall``, ``lane:<i>``,

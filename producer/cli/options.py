@@ -39,7 +39,7 @@ class JobOptions:
             "without config.json means its latest step_*/checkpoint-* subfolder.",
         ),
     ] = None
-    engine: Annotated[str, typer.Option(help="Inference engine: hf or echo.")] = "hf"
+    engine: Annotated[str, typer.Option(help=f"Inference engine: {', '.join(ENGINES)}.")] = "hf"
     template: Annotated[
         str | None,
         typer.Option(

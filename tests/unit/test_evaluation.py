@@ -86,7 +86,7 @@ def test_each_aggregate_matches_the_hand_table(
     db: Engine, tmp_path: Path, aggregate: str, correct: float
 ) -> None:
     stats = statistics(db, scored_run(db, tmp_path, aggregate))
-    # four items, whatever the number of lanes: counted per item, never per lane (seed 000)
+    # four items, whatever the number of lanes: counted per item, never per lane
     assert stats["overall"] == {"correct": correct, "total": 4.0, "accuracy": correct / 4}
 
 

@@ -44,7 +44,7 @@ from producer.demo_model import build_demo_model
 from producer.inputs import InputRecord, RecordReader
 from worker.batching import plan_batches
 from worker.engines import GenerationParams
-from worker.engines.hf import HFEngine, _eos_ids, _through_first_eos
+from worker.engines.hf import HFEngine, eos_ids, through_first_eos
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "contexts.jsonl"
 
@@ -98,7 +98,7 @@ def plain_generate(
     engine: HFEngine, prompts: list[str], params: GenerationParams
 ) -> Callable[[list[int]], int]:
     """A run of one prompt through ``model.generate`` with transformers' defaults only."""
-    eos_ids = _eos_ids(engine.model, engine.tokenizer)
+    ends = eos_ids(engine.model, engine.tokenizer)
 
     def run(batch: list[int]) -> int:
         (index,) = batch
@@ -111,7 +111,7 @@ def plain_generate(
                 pad_token_id=engine.tokenizer.pad_token_id,
             )
         new = output[0, encoded["input_ids"].shape[1] :].tolist()
-        return len(_through_first_eos(new, eos_ids))  # counted as the engine counts
+        return len(through_first_eos(new, ends))  # counted as the engine counts
 
     return run
 

@@ -35,14 +35,14 @@ from typing import Any
 from sqlalchemy import Engine, func
 from sqlmodel import col, select
 
+from common.celery_app import create_app
 from common.db import make_engine, session_scope
 from common.models import Result, Run, RunStat, Slice
+from common.publish import publish_run
 from common.runconfig import Batching, RunConfig
 from common.settings import Settings
 from producer.embedded import EmbeddedBroker, celery_command
 from producer.enqueue import create_run
-from producer.publish import publish_run
-from worker.app import create_app
 
 
 class Pool:

@@ -21,6 +21,7 @@ from sqlmodel import Session, select
 from common.db import make_engine, session_scope
 from common.evaluation import evaluation_statistics
 from common.models import Item, Run, Slice
+from common.results import ResultRow
 from common.runconfig import RunConfig
 from common.store import save_results
 from producer.enqueue import create_run
@@ -54,14 +55,14 @@ def build(database: str, folder: Path, items: int, models: int, permutations: in
             save_results(
                 session,
                 rows=[
-                    {
-                        "run_id": run_id,
-                        "item_id": item_id,
-                        "lane_index": lane,
-                        "slice_id": slices[(lane, seq // 256 * 256)],
-                        "ok": True,
-                        "score": float(rng.random() < 0.6),
-                    }
+                    ResultRow(
+                        run_id=run_id,
+                        item_id=item_id,
+                        lane_index=lane,
+                        slice_id=slices[(lane, seq // 256 * 256)],
+                        ok=True,
+                        score=float(rng.random() < 0.6),
+                    )
                     for seq, item_id in enumerate(ids[start : start + 2000], start)
                     for lane in range(lanes)
                 ],

@@ -18,16 +18,16 @@ from typing import Any
 
 from sqlmodel import select
 
+from common.celery_app import create_app
 from common.db import make_engine, session_scope
 from common.models import Result, Run, RunStatus
+from common.publish import publish_run
 from common.runconfig import RunConfig
 from common.settings import Settings
 from producer.embedded import EmbeddedBroker
 from producer.enqueue import create_run
 from producer.inputs import InputRecord, RecordReader
 from producer.launcher import LocalWorkers
-from producer.publish import publish_run
-from worker.app import create_app
 from worker.batching import plan_batches
 from worker.engines import Engine, GenerationParams
 from worker.prompting import prepare

@@ -144,11 +144,11 @@ def part_engine(setup: Setup) -> dict[str, Any]:
 
 def part_plain(setup: Setup) -> dict[str, Any]:
     """(b) ``model.generate`` with transformers' defaults, fixed batches in input order."""
-    from worker.engines.hf import _eos_ids, _through_first_eos
+    from worker.engines.hf import eos_ids, through_first_eos
 
     cap = setup.budget.cap(CAPS["plain"])
     engine, size = setup.engine, setup.args.fixed_batch
-    eos_ids = _eos_ids(engine.model, engine.tokenizer)
+    ends = eos_ids(engine.model, engine.tokenizer)
     texts: dict[int, str] = {}
     tokens = 0
     figures: dict[str, Any] = {}
@@ -168,7 +168,7 @@ def part_plain(setup: Setup) -> dict[str, Any]:
                 )
             width = encoded["input_ids"].shape[1]
             for offset, row in enumerate(output[:, width:].tolist()):
-                new = _through_first_eos(row, eos_ids)  # counted as the engine counts
+                new = through_first_eos(row, ends)  # counted as the engine counts
                 texts[start + offset] = engine.tokenizer.decode(new, skip_special_tokens=True)
                 tokens += len(new)
         seconds = time.perf_counter() - started
@@ -185,11 +185,11 @@ def part_continuous(setup: Setup) -> dict[str, Any]:
     its manager (the loop of ``model.generate_batch``, with a time cap between results)."""
     from transformers import GenerationConfig
 
-    from worker.engines.hf import _eos_ids, _through_first_eos
+    from worker.engines.hf import eos_ids, through_first_eos
 
     cap = setup.budget.cap(CAPS["continuous"])
     engine = setup.engine
-    eos_ids = _eos_ids(engine.model, engine.tokenizer)
+    ends = eos_ids(engine.model, engine.tokenizer)
     inputs = engine.tokenizer(setup.prompts)["input_ids"]
     config = GenerationConfig(
         max_new_tokens=setup.args.max_new_tokens,
@@ -224,7 +224,7 @@ def part_continuous(setup: Setup) -> dict[str, Any]:
         if result is None or result.error is not None:
             failed += result is not None
             continue
-        new = _through_first_eos(list(result.generated_tokens), eos_ids)
+        new = through_first_eos(list(result.generated_tokens), ends)
         texts[index] = engine.tokenizer.decode(new, skip_special_tokens=True)
         tokens += len(new)
     count = len(setup.prompts)

@@ -22,10 +22,10 @@ from bench.fleetbench import LocalFleet
 from bench.gpu_budget import Cap, device_used_bytes, throughput
 from common.db import session_scope
 from common.models import Result, RunStatus
+from common.publish import publish_run
 from common.queries import progress
 from common.runconfig import Batching, Generation, RunConfig
 from producer.enqueue import create_run
-from producer.publish import publish_run
 
 
 def run_config(args: argparse.Namespace, model: Path) -> RunConfig:

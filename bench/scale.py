@@ -50,12 +50,12 @@ from psycopg import sql
 from sqlalchemy import Engine
 from sqlmodel import col, select
 
+from common.celery_app import create_app
 from common.db import make_engine, session_scope
 from common.models import Run, RunStatus, Slice
 from common.settings import Settings
 from producer.embedded import EmbeddedBroker
 from producer.launcher import LocalWorkers
-from worker.app import create_app
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "FLEET_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1/test"

@@ -1,4 +1,4 @@
-"""Names that must agree between producers and workers: tasks, queues, defaults."""
+"""Names that must agree between producers and workers: tasks, queues, engines, defaults."""
 
 #: Celery name of the task that runs one slice: args ``[run_id, slice_id]``.
 SLICE_TASK = "fleet.run_slice"
@@ -21,3 +21,7 @@ IDENTITY = "identity"
 #: Longest input line read at enqueue, in bytes, unless ``--max-line-bytes`` says more:
 #: a 30 MB line once cost a worker 70 s and 6.6 GB before it failed as too long.
 DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024
+
+#: Engine names accepted by ``--engine``: ``hf`` (transformers), ``openai`` (any
+#: OpenAI-compatible server), ``echo`` (no model: for tests and demos).
+ENGINES = ("hf", "echo", "openai")

@@ -4,11 +4,11 @@ Seed 000 summed per-GPU counts of correct answers; here each item's lanes are
 combined into ONE score for the item (``GROUP BY item``) before anything is
 counted, so an item is counted once however many lanes answered it:
 
-- ``any``: the best lane's score (seed 000's OR);
+- ``any``: the best lane's score (OR);
 - ``all``: the worst lane's score (AND);
 - ``majority``: 1 when more than half the lanes are right (score >= 0.5), else 0
-  (seed 003's vote);
-- ``mean``: the lanes' mean score (seed 003's average).
+  (a vote);
+- ``mean``: the lanes' mean score.
 
 A lane without a score (a failed answer) counts as 0. Only items with a reference
 are scored. Scopes written as RunStat rows: ``overall``, ``lane:<i>``,
@@ -18,7 +18,6 @@ permutation's lanes combined), ``dataset:<name>`` and ``batch:<slice index>``.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Float, and_, case, cast, func, select, true
@@ -26,11 +25,8 @@ from sqlalchemy.sql import Subquery
 from sqlmodel import Session, col
 from sqlmodel import select as select_rows
 
-from common.models import Item, Lane, Result, Run, Slice
+from common.models import Item, Lane, Result, Run, Slice, Stat, elapsed_s
 from common.runconfig import RunConfig
-
-#: One statistic: (scope, metric, value).
-Stat = tuple[str, str, float]
 
 #: A lane's score at or above this is a right answer for ``majority``.
 RIGHT = 0.5
@@ -134,7 +130,7 @@ def _per_batch(session: Session, run_id: str, aggregate: str) -> list[Stat]:
         .order_by(scores.c.batch)
     ).all()
     times = {
-        index: _seconds(start, end)
+        index: elapsed_s(start, end)
         for index, start, end in session.execute(
             select(col(Slice.index), func.min(Slice.started_at), func.max(Slice.finished_at))
             .where(col(Slice.run_id) == run_id)
@@ -156,9 +152,3 @@ def _block(scope: str, correct: float, total: int) -> list[Stat]:
         (scope, "total", float(total)),
         (scope, "accuracy", accuracy),
     ]
-
-
-def _seconds(start: datetime | None, end: datetime | None) -> float:
-    if start is None or end is None:
-        return 0.0
-    return max((end - start).total_seconds(), 0.0)

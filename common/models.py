@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Dialect, Index, String, Text, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from common.constants import DEFAULT_QUEUE
@@ -20,6 +20,13 @@ from common.constants import DEFAULT_QUEUE
 def utcnow() -> datetime:
     """Now, in UTC, timezone-aware (SQLModel stores and returns it as such)."""
     return datetime.now(UTC)
+
+
+def elapsed_s(start: datetime | None, end: datetime | None) -> float:
+    """Seconds from ``start`` to ``end``; 0 when either is unknown or the clock went back."""
+    if start is None or end is None:
+        return 0.0
+    return max((end - start).total_seconds(), 0.0)
 
 
 class RunStatus(StrEnum):
@@ -38,6 +45,27 @@ class SliceStatus(StrEnum):
     cancelled = "cancelled"
 
 
+class StatusColumn(TypeDecorator[StrEnum]):
+    """A status enum stored as its value in a plain VARCHAR, read back as the enum.
+
+    No database enum type: a new state needs no migration, and a misspelled one is
+    refused (ValueError) before it reaches SQL.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[StrEnum], length: int = 16) -> None:
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> StrEnum | None:
+        return None if value is None else self.enum(value)
+
+
 #: Slice states that still owe results.
 OPEN_SLICE_STATES = (SliceStatus.pending.value, SliceStatus.running.value)
 
@@ -46,7 +74,12 @@ class Run(SQLModel, table=True):
     """One job: its inputs, lanes, settings and status."""
 
     id: str = Field(primary_key=True, max_length=32)
-    status: str = Field(default=RunStatus.pending.value, index=True, max_length=16)
+    status: RunStatus = Field(
+        default=RunStatus.pending,
+        sa_column=Column(
+            StatusColumn(RunStatus), index=True, nullable=False, default=RunStatus.pending
+        ),
+    )
     input_path: str
     engine: str = Field(max_length=32)
     queue: str = Field(max_length=200)
@@ -127,7 +160,10 @@ class Slice(SQLModel, table=True):
     seq_end: int
     #: The range is over ``Item.slice_pos`` (``--sort-by-length``), not ``Item.seq``.
     by_length: bool = False
-    status: str = Field(default=SliceStatus.pending.value, max_length=16)
+    status: SliceStatus = Field(
+        default=SliceStatus.pending,
+        sa_column=Column(StatusColumn(SliceStatus), nullable=False, default=SliceStatus.pending),
+    )
     attempts: int = 0
     worker: str | None = None
     started_at: datetime | None = None
@@ -185,6 +221,10 @@ class RunStat(SQLModel, table=True):
     scope: str = Field(max_length=300)
     metric: str = Field(max_length=64)
     value: float
+
+
+#: One statistic as computed, before it is stored as a ``RunStat``: (scope, metric, value).
+Stat = tuple[str, str, float]
 
 
 class Attempt(SQLModel, table=True):

@@ -3,7 +3,7 @@
 A lane is a (model, permutation) pair. A permutation is named by a spec string:
 
 - ``identity``: the item as read;
-- ``cyclic-digits@K``: seed 000's relabelling of the digits 1-9, here the cyclic shift
+- ``cyclic-digits@K``: a relabelling of the digits 1-9, the cyclic shift
   ``d -> (d - 1 + K) mod 9 + 1``, applied to every string of the payload (except ``id``)
   and to the reference; the inverse shift maps an answer back. ``@0`` is the identity;
 - ``shuffle-choices@S``: the list in the payload's ``choices`` field reordered by a

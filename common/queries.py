@@ -24,10 +24,10 @@ from common.models import (
     RunStatus,
     Slice,
     SliceStatus,
+    Stat,
     WorkerBeat,
     utcnow,
 )
-from common.stats import Stat
 
 
 def resolve_run(session: Session, run_ref: str) -> Run:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -10,6 +10,15 @@ from common.constants import DEFAULT_MAX_LINE_BYTES, IDENTITY
 
 #: How the scores of an item's lanes combine into the item's score (``--aggregate``).
 Aggregate = Literal["any", "all", "majority", "mean"]
+AGGREGATES: tuple[str, ...] = get_args(Aggregate)
+
+#: The weights' dtype (``--dtype``); ``auto`` takes the checkpoint's own.
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+DTYPES: tuple[str, ...] = get_args(Dtype)
+
+#: Which end of a too-long prompt ``--truncate`` drops: ``left`` its start, ``right`` its end.
+Side = Literal["left", "right"]
+SIDES: tuple[str, ...] = get_args(Side)
 
 
 class Generation(BaseModel):
@@ -67,9 +76,9 @@ class RunConfig(BaseModel):
     #: Slices group items of similar prompt length (longest first); results stay in
     #: input order.
     sort_by_length: bool = False
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: Dtype = "auto"
     #: A prompt too long for the model: ``None`` fails it, ``left``/``right`` truncates.
-    truncate: Literal["left", "right"] | None = None
+    truncate: Side | None = None
     #: JSON Schema the answers must match (``--json-schema`` / ``--pydantic``).
     output_schema: dict[str, Any] | None = None
     #: Extra generations of an item whose answer does not match ``output_schema``.

@@ -8,7 +8,6 @@ and PostgreSQL can both answer with ORDER BY ... OFFSET.
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -16,11 +15,10 @@ from sqlalchemy import ColumnElement, Integer, cast, func, select
 from sqlmodel import Session, col
 
 from common.evaluation import evaluation_statistics
-from common.models import Result, Run
+from common.models import Result, Run, Stat, elapsed_s
 
-#: One statistic: (scope, metric, value). Scopes: overall, lane:<i>, worker:<name>, and
-#: for a scored run model:<name>, permutation:<spec>, dataset:<name>, batch:<i>.
-Stat = tuple[str, str, float]
+# Scopes of a ``Stat``: overall, lane:<i>, worker:<name>, and for a scored run
+# model:<name>, permutation:<spec>, dataset:<name>, batch:<i>.
 
 
 def nearest_rank_offset(count: int, quantile: float) -> int:
@@ -61,7 +59,7 @@ def _overall(session: Session, run: Run, of_run: ColumnElement[bool]) -> list[St
         ).where(of_run)
     ).one()
     mean, p50, p95 = _latency(session, of_run & col(Result.ok))
-    wall = _seconds(run.started_at, last)
+    wall = elapsed_s(run.started_at, last)
     figures = {
         "items": run.item_count,
         "lanes": run.lane_count,
@@ -151,12 +149,6 @@ def _latency(session: Session, where: ColumnElement[bool]) -> tuple[float, float
 def _as_int(flag: Any) -> ColumnElement[int]:
     """A boolean column as 0/1, for SUM on PostgreSQL as on SQLite."""
     return cast(flag, Integer)
-
-
-def _seconds(start: datetime | None, end: datetime | None) -> float:
-    if start is None or end is None:
-        return 0.0
-    return max((end - start).total_seconds(), 0.0)
 
 
 def nest(stats: list[Stat]) -> dict[str, dict[str, float]]:

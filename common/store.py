@@ -35,6 +35,7 @@ from common.models import (
     WorkerBeat,
     utcnow,
 )
+from common.results import ResultRow
 
 #: Result columns a retry may overwrite; ``attempts`` is counted separately.
 _RESULT_UPDATABLE = (
@@ -53,23 +54,6 @@ _RESULT_UPDATABLE = (
     "error_message",
     "created_at",
 )
-
-#: What a result row holds when its builder leaves a column out (a failure has no answer).
-_RESULT_DEFAULTS: dict[str, Any] = {
-    "slice_id": None,
-    "answer": None,
-    "parsed": None,
-    "score": None,
-    "latency_s": 0.0,
-    "tokens_in": 0,
-    "tokens_out": 0,
-    "batch_size": 0,
-    "worker": None,
-    "gpu_group": None,
-    "attempts": 1,
-    "error_kind": None,
-    "error_message": None,
-}
 
 #: Ids per ``IN`` list: well under SQLite's and PostgreSQL's limits on bound
 #: parameters (32,766 and 65,535).
@@ -138,7 +122,7 @@ def claim_slice(session: Session, *, run_id: str, slice_id: int, worker: str) ->
     if run is None or run.status not in (RunStatus.pending, RunStatus.running):
         return None
     now = utcnow()
-    row.status = SliceStatus.running.value
+    row.status = SliceStatus.running
     row.attempts += 1
     row.worker = worker
     row.started_at = now
@@ -152,14 +136,14 @@ def claim_slice(session: Session, *, run_id: str, slice_id: int, worker: str) ->
     return row
 
 
-def save_results(session: Session, *, rows: Sequence[dict[str, Any]]) -> None:
+def save_results(session: Session, *, rows: Sequence[ResultRow]) -> None:
     """Upsert results on (run, lane, item), one statement for all rows (``_bulk_upsert``).
 
     An ok answer is never overwritten.
     """
     if rows:
         now = utcnow()
-        full = [{**_RESULT_DEFAULTS, "created_at": now, **row} for row in rows]
+        full = [{**row.columns(), "created_at": now} for row in rows]
         _bulk_upsert(session, _result_upsert, full)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from common import permutations
 from common.constants import IDENTITY
 from common.errors import ConfigError, InputError
-from common.templates import render_prompt
+from common.prompts import record_text
 from producer.inputs import InputRecord, RecordReader, Rejected
 
 #: Dataset name of the positional INPUT file.
@@ -102,7 +102,7 @@ def check_lanes(
         if isinstance(entry, InputRecord):
             for permutation in active:
                 try:
-                    render_prompt(template, permutation.payload(entry.payload))
+                    record_text(template, permutation.payload(entry.payload))
                 except (ValueError, KeyError, TypeError) as error:
                     message = f"permutation {permutation.spec}: {error}"
                     entry = Rejected(entry.line_no, "", InputError(path, entry.line_no, message))

@@ -2,7 +2,7 @@
 
 All of it happens in one transaction: a file with a bad record leaves nothing
 behind (unless ``skip_invalid``, which records the rejects as failed items).
-Publishing the work orders comes after the commit (``producer.publish``).
+Publishing the work orders comes after the commit (``common.publish``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from common import scoring
 from common.db import session_scope
 from common.errors import ConfigError, InputError, InvalidInputFile
 from common.models import Item, Lane, Run, Slice, utcnow
+from common.results import ErrorKind, ResultRow
 from common.routing import model_queue
 from common.runconfig import RunConfig
 from common.store import (
@@ -46,9 +47,6 @@ INSERT_CHUNK = 1000
 
 #: Errors listed in full in the message of an invalid file.
 ERRORS_SHOWN = 20
-
-#: ``Result.error_kind`` of a record rejected at enqueue.
-INVALID_INPUT = "invalid_input"
 
 
 @dataclass(frozen=True)
@@ -276,16 +274,15 @@ def _fail_rejects(session: Session, run_id: str, slice_size: int, by_length: boo
     save_results(
         session,
         rows=[
-            {
-                "run_id": run_id,
-                "item_id": item_id,
-                "lane_index": lane,
-                "slice_id": slice_id,
-                "ok": False,
-                "error_kind": INVALID_INPUT,
-                "error_message": reason,
-                "attempts": 0,
-            }
+            ResultRow(
+                run_id=run_id,
+                item_id=item_id or 0,
+                lane_index=lane,
+                slice_id=slice_id,
+                error_kind=ErrorKind.invalid_input,
+                error_message=reason,
+                attempts=0,
+            )
             for item_id, pos, reason in rejects
             for lane, slice_id in lanes_of_slice[(pos or 0) // slice_size]
         ],

@@ -1,4 +1,4 @@
-"""Results out of SQL: JSONL records in seed 002's output shape, and the run summary."""
+"""Results out of SQL: JSONL records in the fleet's output shape, and the run summary."""
 
 from __future__ import annotations
 

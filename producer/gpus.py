@@ -2,7 +2,7 @@
 
 Detection asks ``nvidia-smi`` in a subprocess: the launcher must never initialise
 CUDA itself (its children are started after, and a CUDA context does not survive
-a fork). Grouping is pure logic, as seed 002 describes it: ``gpus_per_worker =
+a fork). Grouping is pure logic: ``gpus_per_worker =
 total // workers``, each worker owning its group exclusively; GPUs that do not
 divide evenly are an error that says which numbers would, unless the operator asks
 for shared mode (several workers on one GPU, round robin).

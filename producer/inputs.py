@@ -1,6 +1,6 @@
 """Reading input JSONL: streamed line by line, every record validated.
 
-Three record shapes are understood: seed 002's contexts records (``id``, ``query``,
+Three record shapes are understood: contexts records (``id``, ``query``,
 ``context`` and any extra fields, which are kept and passed through), plain
 ``{"id", "prompt"}`` and chat ``{"id", "messages": [{"role", "content"}...]}``.
 A ``--template`` builds the prompt from any fields.
@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from common.constants import CONTEXTS_TEMPLATE, DEFAULT_MAX_LINE_BYTES
 from common.errors import InputError
-from common.templates import MissingField, render, template_fields
+from common.prompts import MissingField, render, template_fields
 
 _BOM = b"\xef\xbb\xbf"
 

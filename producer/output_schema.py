@@ -12,11 +12,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 from pydantic import BaseModel
 
 from common.errors import ConfigError
 from common.imports import user_attribute
-from worker.structured import check_schema
+
+
+def check_schema(schema: Any) -> dict[str, Any]:
+    """``schema`` if it is a valid JSON Schema object; raises ValueError with the reason."""
+    if not isinstance(schema, dict):
+        raise ValueError(f"a JSON Schema must be an object, got {type(schema).__name__}")
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.exceptions.SchemaError as error:
+        raise ValueError(f"not a valid JSON Schema: {error.message}") from None
+    return schema
 
 
 def load_json_schema(path: Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Pipeline stages: a run whose inputs are another run's answers (seed 003's pipeline).
+"""Pipeline stages: a run whose inputs are another run's answers.
 
 ``fleet enqueue --from-run RUN --template "...{answer}..."`` reads every successful
 result of a completed run as one input record: the item's own fields, then

@@ -23,8 +23,10 @@ from typing import Any
 
 from rich.console import Console
 
+from common.celery_app import create_app
 from common.db import make_engine
 from common.errors import FleetError
+from common.publish import publish_run, resume_run
 from common.runconfig import RunConfig
 from common.settings import Settings
 from producer.diskspace import low_message, measure, naming_a_full_disk, require_space
@@ -32,10 +34,8 @@ from producer.embedded import EmbeddedBroker
 from producer.enqueue import create_run
 from producer.export import write_json, write_jsonl
 from producer.launcher import LocalWorkers
-from producer.publish import publish_run, resume_run
 from producer.status import watch
 from producer.valkey import private_dir
-from worker.app import create_app
 
 #: Times ``fleet run`` starts the embedded server again after it died, in one run.
 BROKER_RESTARTS = 3

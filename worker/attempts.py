@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import Engine as Database
@@ -30,13 +29,8 @@ from sqlmodel import Session
 from common.db import session_scope
 from common.models import Item, Slice
 from common.queries import attempt_counts
+from common.results import ErrorKind, ResultRow, error_text
 from common.store import count_attempts, record_attempt_error, save_results
-
-#: ``Result.error_kind`` of an item taken out of automatic retries.
-QUARANTINED = "quarantined"
-
-#: Longest error kept on an Attempt row.
-MAX_ERROR_CHARS = 2000
 
 
 @dataclass
@@ -75,7 +69,7 @@ class AttemptGuard:
         try:
             yield
         except (Exception, SoftTimeLimitExceeded) as error:
-            message = f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
+            message = error_text(error)
             with session_scope(db) as session:
                 record_attempt_error(
                     session,
@@ -144,16 +138,15 @@ def _quarantine_row(
     counts: dict[int, tuple[int, str | None]],
     worker: str,
     gpu_group: str,
-) -> dict[str, Any]:
-    return {
-        "run_id": slice_row.run_id,
-        "item_id": item_id,
-        "lane_index": slice_row.lane_index,
-        "slice_id": slice_row.id,
-        "ok": False,
-        "worker": worker,
-        "gpu_group": gpu_group,
-        "attempts": max(counts.get(item_id, (0, None))[0], 1),
-        "error_kind": QUARANTINED,
-        "error_message": message,
-    }
+) -> ResultRow:
+    return ResultRow(
+        run_id=slice_row.run_id,
+        item_id=item_id,
+        lane_index=slice_row.lane_index,
+        slice_id=slice_row.id,
+        worker=worker,
+        gpu_group=gpu_group,
+        attempts=max(counts.get(item_id, (0, None))[0], 1),
+        error_kind=ErrorKind.quarantined,
+        error_message=message,
+    )

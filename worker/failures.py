@@ -29,9 +29,9 @@ from common.db import session_scope
 from common.messages import SliceOrder
 from common.models import Run, Slice, SliceStatus
 from common.queries import open_items
+from common.results import ErrorKind, ResultRow, error_text
 from common.runconfig import RunConfig
 from common.store import begin_finalize, finish_slice, save_results
-from worker.attempts import MAX_ERROR_CHARS, QUARANTINED
 from worker.pipeline import SliceOutcome
 from worker.runtime import WorkerRuntime, current_runtime
 
@@ -109,7 +109,7 @@ def settle_failure(
 def _quarantine_exhausted(
     runtime: WorkerRuntime, order: SliceOrder, error: BaseException, worker: str, delay: int
 ) -> SliceOutcome | RetryLater:
-    message = f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
+    message = error_text(error)
     with session_scope(runtime.db) as session:
         slice_row = session.get(Slice, order.slice_id)
         run = session.get(Run, order.run_id)
@@ -123,21 +123,20 @@ def _quarantine_exhausted(
         save_results(
             session,
             rows=[
-                {
-                    "run_id": order.run_id,
-                    "item_id": item.id,
-                    "lane_index": slice_row.lane_index,
-                    "slice_id": order.slice_id,
-                    "ok": False,
-                    "worker": worker,
-                    "gpu_group": runtime.gpu_group,
-                    "attempts": slice_row.attempts,
-                    "error_kind": QUARANTINED,
-                    "error_message": (
+                ResultRow(
+                    run_id=order.run_id,
+                    item_id=item.id or 0,
+                    lane_index=slice_row.lane_index,
+                    slice_id=order.slice_id,
+                    worker=worker,
+                    gpu_group=runtime.gpu_group,
+                    attempts=slice_row.attempts,
+                    error_kind=ErrorKind.quarantined,
+                    error_message=(
                         f"its slice failed {slice_row.attempts} times "
                         f"(max attempts {max_attempts}); last error: {message}"
                     ),
-                }
+                )
                 for item in items
             ],
         )

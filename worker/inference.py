@@ -17,15 +17,18 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from common.prompts import Prompt
+from common.results import MAX_ERROR_CHARS, ErrorKind, error_text
 from worker.batching import batch_cost
-from worker.engines import Completion, Engine, GenerationParams, ItemError, PartialFailure
+from worker.engines import (
+    Completion,
+    Engine,
+    EngineBroken,
+    GenerationParams,
+    ItemError,
+    PartialFailure,
+)
 from worker.oom import MemoryBudget, free_memory, is_out_of_memory
-
-#: Longest error message stored on a Result.
-MAX_ERROR_CHARS = 2000
-
-#: ``Result.error_kind`` of an item that ran out of memory even alone.
-OOM = "oom"
 
 
 @dataclass(frozen=True)
@@ -35,24 +38,24 @@ class Outcome:
     completion: Completion | None
     latency_s: float
     batch_size: int
-    error_kind: str | None = None
+    error_kind: ErrorKind | None = None
     error_message: str | None = None
     #: The validated object of a structured-output run.
     parsed: Any = None
 
 
-def error_kind(error: BaseException) -> str:
-    """A short name for what went wrong: ``oom`` for out of memory, else the engine's own
-    ``error_kind`` attribute (remote engines: ``api``, ``rate_limit``...), else ``engine``."""
+def error_kind(error: BaseException) -> ErrorKind:
+    """What went wrong: ``oom`` for out of memory, else the engine's own ``error_kind``
+    attribute (remote engines: ``api``, ``rate_limit``...), else ``engine``."""
     if is_out_of_memory(error):
-        return OOM
+        return ErrorKind.oom
     kind = getattr(error, "error_kind", None)
-    return kind if isinstance(kind, str) else "engine"
+    return kind if isinstance(kind, ErrorKind) else ErrorKind.engine
 
 
 def generate_isolated(
     engine: Engine,
-    prompts: Sequence[str],
+    prompts: Sequence[Prompt],
     params: GenerationParams,
     *,
     lengths: Sequence[int] | None = None,
@@ -61,8 +64,37 @@ def generate_isolated(
     """One Outcome per prompt, in order; a failing batch is halved down to its bad items.
 
     ``lengths`` (prompt tokens) give each attempt's cost for ``memory``; without them
-    the budget is not updated.
+    the budget is not updated. EngineBroken when every item of a batch of two or more
+    fails alone with the same engine error: the engine, not the items, is at fault, and
+    the slice fails loudly instead of recording each item as ``engine``.
     """
+    outcomes = _isolated(engine, prompts, params, lengths, memory)
+    if len(outcomes) > 1 and _failed_alike(outcomes):
+        raise EngineBroken(
+            f"every item of a batch of {len(outcomes)} failed alone the same way: "
+            f"{outcomes[0].error_message}"
+        )
+    return outcomes
+
+
+def _failed_alike(outcomes: Sequence[Outcome]) -> bool:
+    """Whether every outcome is the same engine error (not out of memory, not remote)."""
+    return all(
+        outcome.completion is None
+        and outcome.error_kind == ErrorKind.engine
+        and outcome.error_message == outcomes[0].error_message
+        for outcome in outcomes
+    )
+
+
+def _isolated(
+    engine: Engine,
+    prompts: Sequence[Prompt],
+    params: GenerationParams,
+    lengths: Sequence[int] | None,
+    memory: MemoryBudget | None,
+) -> list[Outcome]:
+    """``generate_isolated`` without the check for a broken engine."""
     cost = batch_cost(lengths, params.max_new_tokens) if lengths is not None else None
     started = time.perf_counter()
     try:
@@ -95,7 +127,7 @@ def generate_isolated(
 
 def _generate_checked(
     engine: Engine,
-    prompts: Sequence[str],
+    prompts: Sequence[Prompt],
     params: GenerationParams,
     memory: MemoryBudget | None,
     cost: int | None,
@@ -115,7 +147,7 @@ def _generate_checked(
 class _Failure:
     """What a failed engine call leaves behind: no reference to its traceback."""
 
-    kind: str
+    kind: ErrorKind
     message: str
     out_of_memory: bool
 
@@ -123,33 +155,25 @@ class _Failure:
     def of(cls, error: BaseException) -> _Failure:
         return cls(
             kind=error_kind(error),
-            message=f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS],
+            message=error_text(error),
             out_of_memory=is_out_of_memory(error),
         )
 
 
 def _halves(
     engine: Engine,
-    prompts: Sequence[str],
+    prompts: Sequence[Prompt],
     params: GenerationParams,
     lengths: Sequence[int] | None,
     memory: MemoryBudget | None,
 ) -> list[Outcome]:
     """Each half of a failed batch, run on its own."""
     middle = len(prompts) // 2
-    first = generate_isolated(
-        engine,
-        prompts[:middle],
-        params,
-        lengths=lengths[:middle] if lengths is not None else None,
-        memory=memory,
+    first = _isolated(
+        engine, prompts[:middle], params, lengths[:middle] if lengths is not None else None, memory
     )
-    second = generate_isolated(
-        engine,
-        prompts[middle:],
-        params,
-        lengths=lengths[middle:] if lengths is not None else None,
-        memory=memory,
+    second = _isolated(
+        engine, prompts[middle:], params, lengths[middle:] if lengths is not None else None, memory
     )
     return first + second
 

@@ -14,8 +14,8 @@ from functools import lru_cache
 from common import permutations, scoring
 from common.constants import IDENTITY
 from common.models import Item
+from common.prompts import record_text
 from common.runconfig import RunConfig
-from common.templates import render_prompt
 
 
 def lane_prompt(config: RunConfig, permutation: str, item: Item) -> str:
@@ -23,7 +23,7 @@ def lane_prompt(config: RunConfig, permutation: str, item: Item) -> str:
     if permutation == IDENTITY or item.reject_reason is not None:
         return item.prompt or ""
     payload = _permutation(permutation).payload(item.payload)
-    return render_prompt(config.template, payload)
+    return record_text(config.template, payload)
 
 
 def lane_prompts(config: RunConfig, permutation: str, items: Sequence[Item]) -> list[str]:

@@ -11,20 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from common.prompts import Prompt
+from common.runconfig import SIDES
 from worker.engines import Engine
-
-#: ``Result.error_kind`` of a prompt that cannot fit the model's context.
-TOO_LONG = "too_long"
-
-#: ``--truncate`` sides: ``left`` drops the start of the prompt, ``right`` its end.
-SIDES = ("left", "right")
 
 
 @dataclass(frozen=True)
 class LengthPlan:
     """The prompts to run (truncated where asked), their lengths, and those that fail."""
 
-    prompts: list[str]
+    prompts: list[Prompt]
     lengths: list[int]
     #: Index -> why it cannot run.
     too_long: dict[int, str]
@@ -32,7 +28,7 @@ class LengthPlan:
 
 def apply_length_policy(
     engine: Engine,
-    prompts: Sequence[str],
+    prompts: Sequence[Prompt],
     *,
     max_new_tokens: int,
     truncate: str | None,

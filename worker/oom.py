@@ -10,8 +10,10 @@ from __future__ import annotations
 import gc
 from dataclasses import dataclass
 
+from common.errors import FleetError
 
-class HostMemoryExceeded(MemoryError):
+
+class HostMemoryExceeded(FleetError, MemoryError):
     """A batch over the host-memory guard (``FLEET_MEMORY_GUARD_TOKENS``), refused before
     it runs: on CPU, the kernel's OOM killer would otherwise end the whole worker."""
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from sqlmodel import select
 
@@ -24,7 +23,9 @@ from common.db import session_scope
 from common.errors import ForeignWorkOrder
 from common.messages import SliceOrder
 from common.models import Item, Lane, Run
+from common.prompts import Prompt
 from common.queries import open_items
+from common.results import ResultRow
 from common.runconfig import RunConfig
 from common.store import begin_finalize, claim_slice, finish_slice, save_results
 from worker.attempts import AttemptGuard, screen_items
@@ -183,7 +184,7 @@ def _answer(
     engine: Engine,
     config: RunConfig,
     params: GenerationParams,
-    prompts: list[str],
+    prompts: list[Prompt],
     lengths: list[int],
     indexes: list[int],
 ) -> list[Outcome]:
@@ -215,34 +216,34 @@ def _rows(
     indexes: list[int],
     outcomes: list[Outcome],
     lengths: list[int],
-) -> list[dict[str, Any]]:
+) -> list[ResultRow]:
     """The result rows of a batch's items."""
-    rows: list[dict[str, Any]] = []
+    rows: list[ResultRow] = []
     for index, outcome in zip(indexes, outcomes, strict=True):
         completion = outcome.completion
         rows.append(
-            {
-                "run_id": work.run.id,
-                "item_id": work.items[index].id,
-                "lane_index": work.lane.index,
-                "slice_id": slice_id,
-                "ok": completion is not None and outcome.error_kind is None,
-                "answer": completion.text if completion else None,
-                "score": answer_score(
+            ResultRow(
+                run_id=work.run.id,
+                item_id=work.items[index].id or 0,
+                lane_index=work.lane.index,
+                slice_id=slice_id,
+                ok=completion is not None and outcome.error_kind is None,
+                answer=completion.text if completion else None,
+                score=answer_score(
                     work.config,
                     work.lane.permutation,
                     work.items[index],
                     completion.text if completion and outcome.error_kind is None else None,
                 ),
-                "parsed": outcome.parsed,
-                "latency_s": outcome.latency_s,
-                "tokens_in": completion.tokens_in if completion else lengths[index],
-                "tokens_out": completion.tokens_out if completion else 0,
-                "batch_size": outcome.batch_size,
-                "worker": worker,
-                "gpu_group": runtime.gpu_group,
-                "error_kind": outcome.error_kind,
-                "error_message": outcome.error_message,
-            }
+                parsed=outcome.parsed,
+                latency_s=outcome.latency_s,
+                tokens_in=completion.tokens_in if completion else lengths[index],
+                tokens_out=completion.tokens_out if completion else 0,
+                batch_size=outcome.batch_size,
+                worker=worker,
+                gpu_group=runtime.gpu_group,
+                error_kind=outcome.error_kind,
+                error_message=outcome.error_message,
+            )
         )
     return rows

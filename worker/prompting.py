@@ -10,38 +10,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from common.prompts import Chat, Prompt, build_prompt
+from common.results import ErrorKind
 from common.runconfig import RunConfig
-from worker.chat import chat_messages
 from worker.engines import Engine
-from worker.length import TOO_LONG, apply_length_policy
-from worker.structured import with_schema
-
-#: ``Result.error_kind`` of an item whose prompt cannot be built (e.g. no chat template).
-UNRENDERABLE = "invalid_input"
+from worker.length import apply_length_policy
 
 
-def render_prompt(engine: Engine, payload: dict[str, Any], prompt: str, config: RunConfig) -> str:
-    """One item's prompt: through the chat template if it is a conversation, then the
-    schema instruction of a structured-output run. Raises ValueError if it cannot be built."""
-    if config.output_schema is not None:
-        prompt = with_schema(prompt, config.output_schema)
-    messages = chat_messages(payload, prompt, config.system)
-    if messages is None:
-        return prompt
-    if config.output_schema is not None and "messages" in payload:
-        last = messages[-1]
-        messages[-1] = {**last, "content": with_schema(last["content"], config.output_schema)}
-    return engine.render_chat(messages)
+def engine_prompt(engine: Engine, prompt: Prompt) -> Prompt:
+    """What ``engine`` runs for ``prompt``: a conversation in its model's chat format.
+    Raises ValueError if it cannot be built (a tokenizer without a chat template)."""
+    if isinstance(prompt, Chat):
+        return engine.render_chat(prompt.messages)
+    return prompt
 
 
 @dataclass(frozen=True)
 class Prepared:
     """What to run: every item's prompt and token count, and the items that cannot run."""
 
-    prompts: list[str]
+    prompts: list[Prompt]
     lengths: list[int]
     #: Index -> (error_kind, message).
-    failed: dict[int, tuple[str, str]]
+    failed: dict[int, tuple[ErrorKind, str]]
 
     @property
     def runnable(self) -> list[int]:
@@ -54,14 +45,15 @@ def prepare(
     config: RunConfig,
 ) -> Prepared:
     """Render every (payload, prompt) and apply the run's length policy."""
-    prompts: list[str] = []
-    failed: dict[int, tuple[str, str]] = {}
+    prompts: list[Prompt] = []
+    failed: dict[int, tuple[ErrorKind, str]] = {}
     for index, (payload, prompt) in enumerate(items):
         try:
-            prompts.append(render_prompt(engine, payload, prompt, config))
+            typed = build_prompt(payload, prompt, system=config.system, schema=config.output_schema)
+            prompts.append(engine_prompt(engine, typed))
         except ValueError as error:
             prompts.append("")
-            failed[index] = (UNRENDERABLE, str(error))
+            failed[index] = (ErrorKind.invalid_input, str(error))
     kept = [index for index in range(len(prompts)) if index not in failed]
     plan = apply_length_policy(
         engine,
@@ -73,5 +65,5 @@ def prepare(
     for position, index in enumerate(kept):
         prompts[index], lengths[index] = plan.prompts[position], plan.lengths[position]
         if position in plan.too_long:
-            failed[index] = (TOO_LONG, plan.too_long[position])
+            failed[index] = (ErrorKind.too_long, plan.too_long[position])
     return Prepared(prompts, lengths, failed)

@@ -17,24 +17,15 @@ from typing import Any
 
 import jsonschema
 
-from worker.inference import MAX_ERROR_CHARS, Outcome
-
-#: ``Result.error_kind`` of an answer that holds no JSON valid under the schema.
-INVALID_OUTPUT = "invalid_output"
+from common.errors import FleetError
+from common.results import MAX_ERROR_CHARS, ErrorKind
+from worker.inference import Outcome
 
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)```", re.DOTALL)
 
 
-class InvalidOutput(ValueError):
+class InvalidOutput(FleetError, ValueError):
     """The answer holds no JSON value that the schema accepts."""
-
-
-def with_schema(prompt: str, schema: dict[str, Any]) -> str:
-    """``prompt`` followed by the instruction to answer with JSON matching ``schema``."""
-    return (
-        f"{prompt}\n\nAnswer with a single JSON object that matches this JSON Schema, "
-        f"and nothing else:\n{json.dumps(schema, ensure_ascii=False)}\n"
-    )
 
 
 def candidates(text: str) -> Iterator[str]:
@@ -101,17 +92,6 @@ def parse_output(text: str, schema: dict[str, Any]) -> Any:
     raise InvalidOutput(first_error or "no JSON object found in the answer")
 
 
-def check_schema(schema: Any) -> dict[str, Any]:
-    """``schema`` if it is a valid JSON Schema object; raises ValueError with the reason."""
-    if not isinstance(schema, dict):
-        raise ValueError(f"a JSON Schema must be an object, got {type(schema).__name__}")
-    try:
-        jsonschema.Draft202012Validator.check_schema(schema)
-    except jsonschema.exceptions.SchemaError as error:
-        raise ValueError(f"not a valid JSON Schema: {error.message}") from None
-    return schema
-
-
 def validate_outcomes(
     outcomes: Sequence[Outcome],
     schema: dict[str, Any],
@@ -137,7 +117,9 @@ def validate_outcomes(
             except InvalidOutput as error:
                 invalid.append(position)
                 result[position] = replace(
-                    outcome, error_kind=INVALID_OUTPUT, error_message=str(error)[:MAX_ERROR_CHARS]
+                    outcome,
+                    error_kind=ErrorKind.invalid_output,
+                    error_message=str(error)[:MAX_ERROR_CHARS],
                 )
             else:
                 result[position] = replace(outcome, parsed=parsed)

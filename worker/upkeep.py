@@ -4,7 +4,7 @@
 When the worker is ready, a daemon thread in its main process (which stays free
 while the pool child computes) writes the worker's sign of life to SQL every
 ``FLEET_HEARTBEAT_INTERVAL`` seconds and offers one reconciler pass
-(``producer.reconcile``) every ``FLEET_RECONCILE_INTERVAL`` seconds, jittered. The
+(``common.reconcile``) every ``FLEET_RECONCILE_INTERVAL`` seconds, jittered. The
 pass runs only in the worker that takes the fleet's turn (``ReconcileTurn``, a
 compare-and-set on one row), so a fleet of any size makes about one pass per
 interval; the passes are compare-and-set themselves, so an overlap is harmless.
@@ -40,6 +40,7 @@ from common.constants import SLICE_TASK
 from common.db import make_engine, session_scope
 from common.messages import SliceOrder
 from common.models import utcnow
+from common.reconcile import reconcile
 from common.settings import Settings
 from common.store import beat, note_receipt, take_reconcile_turn
 
@@ -141,8 +142,6 @@ def _tick(
     app: Any, settings: Settings, db: Engine, name: str, booted_at: datetime, next_pass: float
 ) -> float:
     """One heartbeat, and a reconciler pass when one is due; the next pass's time."""
-    from producer.reconcile import reconcile
-
     if settings.heartbeat_interval:
         with session_scope(db) as session:
             beat(session, name=name, booted_at=booted_at)

@@ -48,9 +48,9 @@ def enqueue(
     options: JobOptions,
 ) -> None:
     """Validate INPUT, store its run in SQL and publish one task per slice."""
+    from common.celery_app import create_app
+    from common.publish import publish_run
     from producer.enqueue import create_run
-    from producer.publish import publish_run
-    from worker.app import create_app
 
     settings = load_settings()
     if settings.broker_url is None:
@@ -129,9 +129,9 @@ def see_through(settings: Settings, *, run_ref: str, workers: int, output: Path 
     With FLEET_BROKER_URL set, the fleet's workers take them. Without it, the embedded
     broker and ``workers`` local workers are started, and the results are written.
     """
-    from producer.publish import resume_run
+    from common.celery_app import create_app
+    from common.publish import resume_run
     from producer.runner import LocalFleet, resume_job
-    from worker.app import create_app
 
     if settings.broker_url is not None:
         db = make_engine(settings.sqlalchemy_url)

@@ -17,19 +17,13 @@ from typing import Annotated, Any, get_type_hints
 
 import typer
 
-from common.constants import DEFAULT_QUEUE
+from common.constants import DEFAULT_QUEUE, ENGINES
 from common.errors import ConfigError
 from common.permutations import expand
-from common.runconfig import Batching, Generation, RunConfig
+from common.runconfig import AGGREGATES, DTYPES, SIDES, Batching, Generation, RunConfig
 from common.settings import Settings
 from producer.checkpoints import model_refs
 from producer.datasets import dataset_map
-
-#: Values of ``--aggregate``.
-AGGREGATES = ("any", "all", "majority", "mean")
-
-#: ``--dtype`` values.
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -45,7 +39,7 @@ class JobOptions:
             "without config.json means its latest step_*/checkpoint-* subfolder.",
         ),
     ] = None
-    engine: Annotated[str, typer.Option(help="Inference engine: hf or echo.")] = "hf"
+    engine: Annotated[str, typer.Option(help=f"Inference engine: {', '.join(ENGINES)}.")] = "hf"
     template: Annotated[
         str | None,
         typer.Option(
@@ -199,7 +193,6 @@ def job_command(command: Callable[..., None]) -> Callable[..., None]:
 def run_config(settings: Settings, options: JobOptions) -> RunConfig:
     """The RunConfig a job's options ask for, defaults filled in from the settings."""
     from producer.output_schema import output_schema
-    from worker.engines import ENGINES
 
     if options.engine not in ENGINES:
         raise ConfigError(f"unknown engine {options.engine!r}; known: {', '.join(ENGINES)}")
@@ -252,8 +245,8 @@ def run_config(settings: Settings, options: JobOptions) -> RunConfig:
 
 def length_policy(truncate: str | None, on_too_long: str | None) -> str | None:
     """The side to truncate too-long prompts on, or None to fail them; contradictions refused."""
-    if truncate not in (None, "left", "right"):
-        raise ConfigError(f"--truncate {truncate}: expected left or right")
+    if truncate not in (None, *SIDES):
+        raise ConfigError(f"--truncate {truncate}: expected {' or '.join(SIDES)}")
     if on_too_long not in (None, "fail", "truncate"):
         raise ConfigError(f"--on-too-long {on_too_long}: expected fail or truncate")
     if on_too_long == "fail" and truncate is not None:

@@ -23,8 +23,8 @@ def reconcile() -> None:
 
     Workers run the same pass every FLEET_RECONCILE_INTERVAL seconds on their own.
     """
-    from producer.reconcile import reconcile as reconcile_pass
-    from worker.app import create_app
+    from common.celery_app import create_app
+    from common.reconcile import reconcile as reconcile_pass
 
     settings = load_settings()
     if settings.broker_url is None:

@@ -128,7 +128,7 @@ def list_workers(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """The fleet's workers (Celery inspect): GPU group, model loaded, active tasks."""
-    from worker.app import create_app
+    from common.celery_app import create_app
 
     settings = load_settings()
     if settings.broker_url is None:

@@ -20,6 +20,7 @@ import redis
 from psycopg import sql
 from sqlalchemy import Engine
 
+from common.celery_app import create_app
 from common.db import make_engine
 from common.settings import Settings
 from producer.demo_model import build_demo_model
@@ -27,7 +28,6 @@ from producer.embedded import EmbeddedBroker
 from producer.launcher import LocalWorkers
 from tests.integration.helpers import wait_for_workers
 from tests.integration.services import service_missing
-from worker.app import create_app
 
 REDIS_URL = os.environ.get("FLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 POSTGRES_ADMIN_URL = os.environ.get(

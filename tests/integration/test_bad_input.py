@@ -18,8 +18,9 @@ from sqlmodel import col, select
 from common.db import session_scope
 from common.errors import InvalidInputFile
 from common.models import Item, Result, Run
+from common.results import ErrorKind
 from common.runconfig import RunConfig
-from producer.enqueue import INVALID_INPUT, create_run
+from producer.enqueue import create_run
 from producer.export import write_jsonl
 from producer.inputs import MAX_DEPTH
 
@@ -95,7 +96,7 @@ def test_skip_invalid_records_each_as_a_reject_and_the_rest_exports(
             )
         )
     assert [line_no for line_no, _, _ in rejects] == [2 * n + 2 for n in range(len(BAD_LINES))]
-    assert {kind for _, _, kind in rejects} == {INVALID_INPUT}
+    assert {kind for _, _, kind in rejects} == {ErrorKind.invalid_input}
     for (_, reason, _), (_, field, fragment) in zip(rejects, BAD_LINES, strict=True):
         assert reason is not None
         assert fragment in reason

@@ -28,22 +28,22 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import col, select
 
+from common.celery_app import create_app
 from common.db import make_engine, session_scope
 from common.models import Result, Run, Slice
+from common.publish import publish_run
+from common.results import ErrorKind
 from common.runconfig import Batching, RunConfig
 from common.settings import Settings
 from producer.embedded import EmbeddedBroker
 from producer.enqueue import create_run
 from producer.launcher import LocalWorkers
-from producer.publish import publish_run
 from producer.status import read_progress_patiently
 from producer.valkey import redis_client_url
 from tests.integration.conftest import WorkerStarter
 from tests.integration.helpers import fleet, fleet_env
 from tests.integration.netcut import CuttableRelay
 from tests.integration.services import service_missing
-from worker.app import create_app
-from worker.attempts import QUARANTINED
 
 #: Worker settings that make recovery fast enough for a test.
 FAST_RECOVERY = {"FLEET_HEARTBEAT_INTERVAL": "2", "FLEET_RECONCILE_INTERVAL": "2"}
@@ -273,7 +273,7 @@ def test_poison_item_that_kills_its_worker_is_quarantined(tmp_path: Path) -> Non
         poison = session.exec(
             select(Result).where(Result.run_id == run_id, col(Result.ok).is_(False))
         ).one()
-    assert poison.error_kind == QUARANTINED
+    assert poison.error_kind == ErrorKind.quarantined
     assert "tried 2 times" in (poison.error_message or "")
     assert_exactly_once(db, run_id, 20)
     db.dispose()
@@ -514,7 +514,7 @@ def test_slice_that_keeps_failing_is_retried_then_quarantined(tmp_path: Path) ->
         run_id = session.exec(select(Run.id)).one()
         attempts = list(session.exec(select(Slice.attempts).where(Slice.run_id == run_id)))
     rows = assert_exactly_once(db, run_id, 10)
-    assert {row.error_kind for row in rows} == {QUARANTINED}
+    assert {row.error_kind for row in rows} == {ErrorKind.quarantined}
     assert all("unknown option" in (row.error_message or "") for row in rows)
     assert attempts == [2, 2]
     db.dispose()

@@ -1,4 +1,4 @@
-"""Evaluation runs end to end through real workers: seed 000's scenario and a pipeline."""
+"""Evaluation runs end to end through real workers: models x permutations scored, and a pipeline."""
 
 from __future__ import annotations
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import pathlib
+import sys
+from typing import Any
 
 import pytest
 import torch
@@ -10,9 +13,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from common.settings import Settings
 from producer.demo_model import DEMO_CONTEXT_TOKENS, build_demo_model
-from worker.engines import load_engine
-from worker.engines.base import GenerationParams
-from worker.engines.hf import CPU_PREFILL_TOKENS, HFEngine, _through_first_eos
+from worker.engines import hf, kv_cache, load_engine
+from worker.engines.base import EngineBroken, GenerationParams
+from worker.engines.hf import CPU_PREFILL_TOKENS, HFEngine, through_first_eos
 
 GREEDY = GenerationParams(max_new_tokens=12)
 SAMPLED = GenerationParams(max_new_tokens=12, temperature=0.9, top_p=0.95, seed=1234)
@@ -161,7 +164,7 @@ def test_engine_generates_what_plain_generate_does(
     width = batch["input_ids"].shape[1]
     expected = [
         engine.tokenizer.decode(
-            _through_first_eos(row, {engine.tokenizer.eos_token_id}), skip_special_tokens=True
+            through_first_eos(row, {engine.tokenizer.eos_token_id}), skip_special_tokens=True
         )
         for row in output[:, width:].tolist()
     ]
@@ -177,3 +180,88 @@ def test_prefill_tokens_setting_reaches_the_engine(
     engine = load_engine("hf", str(demo_dir), dtype="float32", settings=settings)
     assert isinstance(engine, HFEngine)
     assert engine.prefill_tokens == expected  # unset: the CPU default, as no GPU is here
+
+
+@pytest.fixture
+def fresh(engine: HFEngine, monkeypatch: pytest.MonkeyPatch) -> HFEngine:
+    """An engine on the session's model, not yet checked; warnings not yet given."""
+    monkeypatch.setattr(hf, "_warned", set())
+    return HFEngine(engine.model, engine.tokenizer, engine.device, prefill_tokens=200)
+
+
+def plain_answers(engine: HFEngine) -> list[str]:
+    return [c.text for c in engine._generate(PROMPTS, GREEDY, fast_path=False, prefill_tokens=0)]
+
+
+def test_the_fast_path_is_kept_where_it_matches_plain_generate(fresh: HFEngine) -> None:
+    fresh.check_fast_path()
+    assert fresh.fast_path
+    assert [c.text for c in fresh.generate(PROMPTS, GREEDY)] == plain_answers(fresh)
+
+
+def refuse_cache(model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``generate`` as a transformers release without the ``cache=`` argument would be."""
+    generate = model.generate
+
+    def without_cache(*args: Any, **kwargs: Any) -> Any:
+        if "cache" in kwargs:
+            raise TypeError("generate() got an unexpected keyword argument 'cache'")
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", without_cache)
+
+
+def test_a_missing_api_falls_back_to_plain_generate_and_warns_once(
+    fresh: HFEngine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    refuse_cache(fresh.model, monkeypatch)
+    with caplog.at_level(logging.WARNING, logger=hf.__name__):
+        fresh.check_fast_path()
+        again = HFEngine(fresh.model, fresh.tokenizer, fresh.device, prefill_tokens=200)
+        again.check_fast_path()
+    assert not fresh.fast_path
+    assert not again.fast_path
+    [warning] = caplog.records  # one per process, not one per load
+    assert "unexpected keyword argument 'cache'" in warning.getMessage()
+    assert "using plain generate" in warning.getMessage()
+    assert [c.text for c in fresh.generate(PROMPTS, GREEDY)] == plain_answers(fresh)
+
+
+def test_a_missing_internal_module_falls_back(
+    fresh: HFEngine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As if kv_cache's `from transformers.cache_utils import DynamicLayer` failed.
+    monkeypatch.setitem(sys.modules, "worker.engines.kv_cache", None)
+    monkeypatch.delattr("worker.engines.kv_cache")
+    with caplog.at_level(logging.WARNING, logger=hf.__name__):
+        fresh.check_fast_path()
+    assert not fresh.fast_path
+    assert "import of worker.engines.kv_cache halted" in caplog.text
+
+
+def test_different_tokens_fall_back_to_plain_generate(
+    fresh: HFEngine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    update = kv_cache.ReservedLayer.update
+
+    def forgetful(self: Any, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = update(self, *args, **kwargs)
+        return keys, torch.zeros_like(values)  # a cache that loses what it held
+
+    monkeypatch.setattr(kv_cache.ReservedLayer, "update", forgetful)
+    with caplog.at_level(logging.WARNING, logger=hf.__name__):
+        fresh.check_fast_path()
+    assert not fresh.fast_path
+    assert "where plain generate gave" in caplog.text
+    assert [c.text for c in fresh.generate(PROMPTS, GREEDY)] == plain_answers(fresh)
+
+
+def test_a_model_that_cannot_generate_fails_its_load(
+    fresh: HFEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    monkeypatch.setattr(fresh.model, "generate", broken)
+    with pytest.raises(EngineBroken, match="a test generation failed: RuntimeError: CUDA error"):
+        fresh.check_fast_path()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import col, select
 
+from common.celery_app import create_app
 from common.db import make_engine, session_scope
 from common.models import Result, Slice
 from common.settings import Settings
@@ -28,7 +29,6 @@ from tests.integration.helpers import (
     wait_for_workers,
 )
 from tests.unit.test_gpus import fake_nvidia_smi
-from worker.app import create_app
 
 
 def write_inputs(path: Path, count: int) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlmodel import select
 
+from common.celery_app import create_app
 from common.db import make_engine, session_scope
 from common.models import Lane, Result, Run
 from common.routing import model_queue
@@ -25,7 +26,6 @@ from tests.integration.helpers import (
     wait_for_workers,
 )
 from tests.integration.test_launcher import launcher_env, write_inputs
-from worker.app import create_app
 
 MODELS = ("delay=0.01", "delay=0.02")
 

@@ -12,10 +12,13 @@ import redis
 from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 
+from common.celery_app import create_app
 from common.db import session_scope
 from common.messages import SliceOrder
 from common.models import Attempt, Item, Receipt, Result, Run, Slice, WorkerBeat, utcnow
 from common.queries import iter_results
+from common.reconcile import reconcile
+from common.results import ErrorKind
 from common.runconfig import RunConfig
 from common.settings import Settings
 from common.store import (
@@ -27,9 +30,6 @@ from common.store import (
     reopen_failed,
 )
 from producer.enqueue import create_run
-from producer.reconcile import reconcile
-from worker.app import create_app
-from worker.attempts import QUARANTINED
 from worker.pipeline import process_slice
 from worker.runtime import WorkerRuntime
 
@@ -122,7 +122,7 @@ def test_item_tried_max_times_is_quarantined_and_the_rest_answered(
     got = results(db, run_id)
     assert sorted(got) == list(range(8))
     assert got[2].ok is False
-    assert got[2].error_kind == QUARANTINED
+    assert got[2].error_kind == ErrorKind.quarantined
     assert "tried 3 times" in (got[2].error_message or "")
     assert all(got[seq].ok for seq in range(8) if seq != 2)
     # The suspect ran alone: its batch had one prompt.
@@ -152,7 +152,7 @@ def test_slice_claimed_too_often_without_reaching_items_is_quarantined(
     process_slice(runtime, SliceOrder(run_id, slice_id), worker="w1")
     got = results(db, run_id)
     assert len(got) == 8
-    assert {result.error_kind for result in got.values()} == {QUARANTINED}
+    assert {result.error_kind for result in got.values()} == {ErrorKind.quarantined}
 
 
 def test_cancel_stops_claims_and_keeps_partial_results(db: Engine, tmp_path: Path) -> None:

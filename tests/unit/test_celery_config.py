@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from common.celery_app import celery_config, create_app
 from common.constants import DEFAULT_QUEUE
 from common.errors import ConfigError
 from common.settings import Settings
-from worker.app import celery_config, create_app
 
 BROKER = "redis://127.0.0.1:1/0"  # never connected to: nothing here talks to a broker
 

@@ -16,8 +16,9 @@ from common.constants import CONTEXTS_TEMPLATE, IDENTITY
 from common.db import make_engine
 from common.errors import InvalidInputFile
 from common.models import Item, Lane, Result, Run, Slice
+from common.results import ErrorKind
 from common.runconfig import RunConfig
-from producer.enqueue import INVALID_INPUT, create_run
+from producer.enqueue import create_run
 from producer.slicing import cut
 
 CONFIG = RunConfig(engine="echo", models=["echo", "delay=0"], slice_size=7)
@@ -216,7 +217,7 @@ def test_skip_invalid_enqueues_valid_records_and_fails_rejects(db: Engine, tmp_p
         ]
         for result in results:
             assert result.ok is False
-            assert result.error_kind == INVALID_INPUT == "invalid_input"
+            assert result.error_kind == ErrorKind.invalid_input == "invalid_input"
             assert result.answer is None
             assert result.attempts == 0
         assert results[0].error_message == rejects[0].reject_reason

@@ -13,6 +13,7 @@ from sqlmodel import Session, select
 from common.db import session_scope
 from common.evaluation import evaluation_statistics
 from common.models import Item, Run, Slice
+from common.results import ResultRow
 from common.runconfig import RunConfig
 from common.stats import nest
 from common.store import save_results
@@ -53,15 +54,15 @@ def scored_run(db: Engine, tmp_path: Path, aggregate: str) -> str:
         save_results(
             session,
             rows=[
-                {
-                    "run_id": run_id,
-                    "item_id": items[custom_id].id,
-                    "lane_index": lane,
+                ResultRow(
+                    run_id=run_id,
+                    item_id=items[custom_id].id or 0,
+                    lane_index=lane,
                     # slices of 2 items: the slice that answered the item in this lane
-                    "slice_id": slices[(lane, items[custom_id].seq // 2 * 2)],
-                    "ok": score is not None,
-                    "score": score,
-                }
+                    slice_id=slices[(lane, items[custom_id].seq // 2 * 2)],
+                    ok=score is not None,
+                    score=score,
+                )
                 for custom_id, scores in TABLE.items()
                 for lane, score in enumerate(scores)
             ],
@@ -85,7 +86,7 @@ def test_each_aggregate_matches_the_hand_table(
     db: Engine, tmp_path: Path, aggregate: str, correct: float
 ) -> None:
     stats = statistics(db, scored_run(db, tmp_path, aggregate))
-    # four items, whatever the number of lanes: counted per item, never per lane (seed 000)
+    # four items, whatever the number of lanes: counted per item, never per lane
     assert stats["overall"] == {"correct": correct, "total": 4.0, "accuracy": correct / 4}
 
 

@@ -1,4 +1,4 @@
-"""Export of an evaluation run: record fields and seed 000's summary shape."""
+"""Export of an evaluation run: record fields and the summary's shape."""
 
 from __future__ import annotations
 

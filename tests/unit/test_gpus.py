@@ -1,4 +1,4 @@
-"""GPU detection (a fake nvidia-smi on PATH) and grouping: seed 002's table and the uneven cases."""
+"""GPU detection (a fake nvidia-smi on PATH) and grouping: the even splits and the uneven cases."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def test_groups_by_gpus_per_worker(total: int, per_worker: int, expected: list[s
 @pytest.mark.parametrize(
     ("total", "workers", "expected"),
     [
-        (4, 2, ["0,1", "2,3"]),  # seed 002: development
+        (4, 2, ["0,1", "2,3"]),  # development: two workers of two
         (8, 4, ["0,1", "2,3", "4,5", "6,7"]),  # balanced
         (8, 8, [str(index) for index in range(8)]),  # most parallel
         (8, 2, ["0,1,2,3", "4,5,6,7"]),  # large model

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
-from worker.engines import Completion, Engine, GenerationParams
+from common.results import MAX_ERROR_CHARS
+from worker.engines import Completion, Engine, EngineBroken, GenerationParams
 from worker.engines.echo import EchoEngine
-from worker.inference import MAX_ERROR_CHARS, Outcome, error_kind, generate_isolated
+from worker.inference import Outcome, error_kind, generate_isolated
 
 MARKER = "POISON"
 PARAMS = GenerationParams(max_new_tokens=2)
@@ -171,14 +172,38 @@ class MiscountingEngine:
 
 @pytest.mark.parametrize("delta", [-1, 1])
 def test_wrong_number_of_completions_is_a_failure(delta: int) -> None:
-    outcomes = generate_isolated(MiscountingEngine(delta), prompts_with_poison(4, set()), PARAMS)
-    assert len(outcomes) == 4
+    [outcome] = generate_isolated(MiscountingEngine(delta), prompts_with_poison(1, set()), PARAMS)
+    assert outcome.completion is None
+    assert outcome.error_kind == "engine"
+    assert outcome.error_message is not None
+    assert "RuntimeError" in outcome.error_message
+    assert f"returned {1 + delta} completions for 1 prompts" in outcome.error_message
+
+
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_an_engine_that_always_miscounts_is_broken(delta: int) -> None:
+    """Every item fails alone the same way: the engine is at fault, not the items."""
+    with pytest.raises(EngineBroken, match="batch of 4 failed alone the same way: RuntimeError"):
+        generate_isolated(MiscountingEngine(delta), prompts_with_poison(4, set()), PARAMS)
+
+
+def test_a_batch_wide_engine_failure_fails_loudly() -> None:
+    engine = CountingEngine(RaisingEngine(RuntimeError("CUDA error: device-side assert")))
+    with pytest.raises(EngineBroken, match="device-side assert"):
+        generate_isolated(engine, prompts_with_poison(4, set()), PARAMS)
+    assert engine.calls == [4, 2, 1, 1, 2, 1, 1]  # bisected first: it could have been items
+
+
+def test_poison_items_that_fail_each_their_own_way_are_not_a_broken_engine() -> None:
+    outcomes = generate_isolated(poisoned_engine(), prompts_with_poison(4, {0, 1, 2, 3}), PARAMS)
     for outcome in outcomes:
-        assert outcome.completion is None
-        assert outcome.error_kind == "engine"
-        assert outcome.error_message is not None
-        assert "RuntimeError" in outcome.error_message
-        assert f"returned {1 + delta} completions for 1 prompts" in outcome.error_message
+        assert_poisoned(outcome)
+
+
+def test_out_of_memory_on_every_item_alone_is_not_a_broken_engine() -> None:
+    engine = RaisingEngine(OutOfMemoryError("tried to allocate 80 GiB"))
+    outcomes = generate_isolated(engine, ["a", "b"], PARAMS)
+    assert [outcome.error_kind for outcome in outcomes] == ["oom", "oom"]
 
 
 def test_wrong_count_in_a_batch_is_never_misaligned() -> None:

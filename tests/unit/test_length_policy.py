@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from common.results import ErrorKind
 from common.runconfig import Generation, RunConfig
 from worker.engines.echo import EchoEngine
-from worker.length import TOO_LONG, apply_length_policy
-from worker.prompting import UNRENDERABLE, prepare
+from worker.length import apply_length_policy
+from worker.prompting import prepare
 
 
 class SmallEcho(EchoEngine):
@@ -79,6 +80,6 @@ def test_prepare_fails_unrenderable_and_too_long_items_alone() -> None:
     config = RunConfig(engine="echo", models=["echo"], generation=Generation(max_new_tokens=2))
     items = [({"messages": [{"role": "user", "content": "x"}]}, "x"), ({}, LONG), ({}, SHORT)]
     prepared = prepare(NoTemplate(), items, config)
-    assert prepared.failed[0][0] == UNRENDERABLE
-    assert prepared.failed[1][0] == TOO_LONG
+    assert prepared.failed[0][0] == ErrorKind.invalid_input
+    assert prepared.failed[1][0] == ErrorKind.too_long
     assert prepared.runnable == [2]

@@ -9,10 +9,11 @@ from collections.abc import Sequence
 import pytest
 import torch
 
+from common.results import ErrorKind
 from worker.batching import batch_cost, iter_batches
 from worker.engines import Completion, GenerationParams
 from worker.engines.echo import EchoEngine
-from worker.inference import OOM, generate_isolated
+from worker.inference import generate_isolated
 from worker.oom import HostMemoryExceeded, MemoryBudget, is_out_of_memory
 
 PARAMS = GenerationParams(max_new_tokens=2)
@@ -66,7 +67,7 @@ def test_item_too_big_alone_fails_oom_others_continue() -> None:
     outcomes = generate_isolated(
         engine, batch, PARAMS, lengths=engine.count_tokens(batch), memory=memory
     )
-    assert [outcome.error_kind for outcome in outcomes] == [None, None, None, OOM]
+    assert [outcome.error_kind for outcome in outcomes] == [None, None, None, ErrorKind.oom]
     assert outcomes[3].error_message is not None
     assert "OutOfMemoryError" in outcomes[3].error_message
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from producer.publish import PUBLISH_RETRY_S, retry_policy
+from common.publish import PUBLISH_RETRY_S, retry_policy
 
 
 def waits(policy: dict[str, float]) -> list[float]:

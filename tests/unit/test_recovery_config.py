@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from common.celery_app import celery_config, create_app
 from common.settings import Settings
 from producer.cli.options import JobOptions, run_config
-from worker.app import celery_config, create_app
 from worker.engines.echo import CRASH_EXIT_CODE, EchoEngine
 
 

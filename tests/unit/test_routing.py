@@ -8,13 +8,13 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
+from common.celery_app import celery_config
 from common.models import Lane
 from common.queries import slice_queues
 from common.routing import model_queue
 from common.runconfig import RunConfig
 from common.settings import Settings
 from producer.enqueue import create_run
-from worker.app import celery_config
 
 CONFIG = RunConfig(engine="echo", models=["delay=0.01", "delay=0.02"], slice_size=2)
 

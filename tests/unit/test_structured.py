@@ -9,16 +9,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.errors import ConfigError
-from producer.output_schema import load_json_schema, load_pydantic_schema, output_schema
+from common.prompts import with_schema
+from common.results import ErrorKind
+from producer.output_schema import (
+    check_schema,
+    load_json_schema,
+    load_pydantic_schema,
+    output_schema,
+)
 from worker.engines import Completion
 from worker.inference import Outcome
 from worker.structured import (
-    INVALID_OUTPUT,
     InvalidOutput,
-    check_schema,
     parse_output,
     validate_outcomes,
-    with_schema,
 )
 
 SCHEMA = {
@@ -96,7 +100,7 @@ def test_validate_outcomes_retries_then_fails_keeping_raw_text() -> None:
     assert result[0].error_kind is None
     assert result[1].parsed == {"name": "Ada", "age": 1}
     assert result[1].error_kind is None
-    assert result[2].error_kind == INVALID_OUTPUT
+    assert result[2].error_kind == ErrorKind.invalid_output
     assert result[2].completion is not None
     assert result[2].completion.text == "still not json"
 
@@ -109,7 +113,7 @@ def test_no_retry_by_default_and_engine_errors_left_alone() -> None:
 
     result = validate_outcomes([failed, outcome("x")], SCHEMA, retries=0, regenerate=regenerate)
     assert result[0] == failed
-    assert result[1].error_kind == INVALID_OUTPUT
+    assert result[1].error_kind == ErrorKind.invalid_output
 
 
 def test_check_schema_rejects_bad_schema() -> None:

@@ -6,18 +6,17 @@ They import neither Celery nor SQL; ``load_engine`` picks one by name.
 
 from __future__ import annotations
 
+from common.constants import ENGINES
 from common.errors import ConfigError
 from common.settings import Settings
 from worker.engines.base import (
     Completion,
     Engine,
+    EngineBroken,
     GenerationParams,
     ItemError,
     PartialFailure,
 )
-
-#: Engine names accepted by ``--engine``.
-ENGINES = ("hf", "echo", "openai")
 
 
 def load_engine(
@@ -55,6 +54,7 @@ __all__ = [
     "ENGINES",
     "Completion",
     "Engine",
+    "EngineBroken",
     "GenerationParams",
     "ItemError",
     "PartialFailure",

@@ -10,6 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from common.errors import FleetError
+from common.prompts import Message, Prompt
+from common.results import ErrorKind
+
 
 @dataclass(frozen=True)
 class GenerationParams:
@@ -43,19 +47,20 @@ class Engine(Protocol):
     #: The longest prompt plus completion the model accepts, in tokens.
     max_context: int
 
-    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
+    def count_tokens(self, prompts: Sequence[Prompt]) -> list[int]:
         """The prompt length of each prompt, in the engine's own tokens."""
         ...
 
-    def render_chat(self, messages: list[dict[str, str]]) -> str:
-        """A conversation as the prompt text this engine's model expects."""
+    def render_chat(self, messages: list[Message]) -> Prompt:
+        """A conversation as this engine's model takes it: a text in the model's chat
+        format, or the conversation itself for an engine that sends messages."""
         ...
 
-    def truncate(self, prompts: Sequence[str], max_tokens: int, side: str) -> list[str]:
+    def truncate(self, prompts: Sequence[Prompt], max_tokens: int, side: str) -> list[Prompt]:
         """Each prompt cut to at most ``max_tokens`` tokens, dropping its ``left`` or ``right``."""
         ...
 
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
         """One completion per prompt, in order. Raises on a failure of the batch."""
         ...
 
@@ -64,11 +69,11 @@ class Engine(Protocol):
 class ItemError:
     """Why one prompt of a batch failed on its own (a remote engine's per-request error)."""
 
-    error_kind: str
+    error_kind: ErrorKind
     message: str
 
 
-class PartialFailure(Exception):
+class PartialFailure(FleetError):
     """Raised by an engine whose prompts fail one by one: the answers that did come back
     and the errors of the rest, in prompt order. Nothing needs bisecting."""
 
@@ -76,3 +81,8 @@ class PartialFailure(Exception):
         failed = sum(isinstance(result, ItemError) for result in results)
         super().__init__(f"{failed} of {len(results)} prompts failed")
         self.results = results
+
+
+class EngineBroken(FleetError):
+    """The engine fails whatever it is given (a test generation at load, or every item of
+    a batch alike): the load or the slice fails, instead of each item on its own."""

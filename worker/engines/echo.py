@@ -23,8 +23,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from common.errors import ConfigError
-from worker.chat import plain_chat
+from common.errors import ConfigError, FleetError
+from common.prompts import Chat, Message, Prompt, plain_chat
 from worker.engines.base import Completion, GenerationParams
 
 #: The options a spec may set.
@@ -37,7 +37,7 @@ ECHO_CONTEXT = 1_000_000
 CRASH_EXIT_CODE = 70
 
 
-class PoisonItem(RuntimeError):
+class PoisonItem(FleetError, RuntimeError):
     """Raised for a prompt carrying the configured fail marker."""
 
 
@@ -83,21 +83,24 @@ class EchoEngine:
             oom_above=int(oom_above) if oom_above else None,
         )
 
-    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
-        return [len(prompt.split()) for prompt in prompts]
+    def count_tokens(self, prompts: Sequence[Prompt]) -> list[int]:
+        return [len(prompt.split()) for prompt in _texts(prompts)]
 
-    def render_chat(self, messages: list[dict[str, str]]) -> str:
+    def render_chat(self, messages: list[Message]) -> str:
         return plain_chat(messages)
 
-    def truncate(self, prompts: Sequence[str], max_tokens: int, side: str) -> list[str]:
-        cut = []
-        for prompt in prompts:
+    def truncate(self, prompts: Sequence[Prompt], max_tokens: int, side: str) -> list[Prompt]:
+        cut: list[Prompt] = []
+        for prompt in _texts(prompts):
             words = prompt.split()
             kept = words[-max_tokens:] if side == "left" else words[:max_tokens]
             cut.append(" ".join(kept) if max_tokens > 0 else "")
         return cut
 
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
+        return self._generate(_texts(prompts), params)
+
+    def _generate(self, prompts: list[str], params: GenerationParams) -> list[Completion]:
         if self.oom_above is not None:
             cost = len(prompts) * (max(self.count_tokens(prompts)) + params.max_new_tokens)
             if cost > self.oom_above:
@@ -113,7 +116,9 @@ class EchoEngine:
         if self.fail_marker:
             for prompt in prompts:
                 if self.fail_marker in prompt:
-                    raise PoisonItem(f"prompt contains the fail marker {self.fail_marker!r}")
+                    raise PoisonItem(
+                        f"prompt {prompt[:40]!r} contains the fail marker {self.fail_marker!r}"
+                    )
         if self.answer_from is not None:
             return [self._scripted(prompt) for prompt in prompts]
         completions = []
@@ -128,3 +133,8 @@ class EchoEngine:
         found = re.search(rf"(?:^|\s){key}=(\S*)", prompt)
         answer = found.group(1) if found else ""
         return Completion(answer, len(prompt.split()), 1 if answer else 0)
+
+
+def _texts(prompts: Sequence[Prompt]) -> list[str]:
+    """The prompts as texts, a conversation as ``role: content`` lines."""
+    return [plain_chat(p.messages) if isinstance(p, Chat) else p for p in prompts]

@@ -8,18 +8,20 @@ the answers of every row shorter than the longest).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from worker.engines.base import Completion, GenerationParams
-from worker.engines.kv_cache import fully_reserved, reserved_cache, stitch_rows
+from common.prompts import Chat, Message, Prompt
+from common.results import error_text
+from worker.engines.base import Completion, EngineBroken, GenerationParams
 from worker.engines.sampling import RowSeededSampler, row_seed
 
-#: ``--dtype`` names accepted besides ``auto``.
-DTYPES: dict[str, torch.dtype] = {
+#: The torch dtype of each ``--dtype`` name (``common.runconfig.DTYPES``) besides ``auto``.
+TORCH_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
@@ -37,6 +39,16 @@ _SANE_MAX_LENGTH = 10_000_000
 #: one pass (not measured there; ``FLEET_PREFILL_TOKENS`` sets it).
 CPU_PREFILL_TOKENS = 4096
 
+#: The load-time check of the fast path: two prompts of different lengths (one padded),
+#: a few greedy tokens.
+PROBE_PROMPTS = ("Hello", "The quick brown fox jumps over the lazy dog")
+PROBE = GenerationParams(max_new_tokens=4)
+
+log = logging.getLogger(__name__)
+
+#: Warnings this process has logged (each once).
+_warned: set[str] = set()
+
 
 class HFEngine:
     """A causal LM and its tokenizer on one device; build with :meth:`load`."""
@@ -52,6 +64,9 @@ class HFEngine:
         self.max_context = _max_context(model, tokenizer)
         #: Most positions (rows x columns) per prefill pass; None or 0: one pass.
         self.prefill_tokens = prefill_tokens
+        #: Whether ``generate`` takes the fast path (``worker.engines.kv_cache``); the
+        #: load turns it off unless it gives what plain ``generate`` gives.
+        self.fast_path = True
 
     @classmethod
     def load(
@@ -67,11 +82,12 @@ class HFEngine:
         """Load ``model`` (a local directory or hub id) onto ``device``, default cuda if seen.
 
         ``dtype`` is ``auto`` (bfloat16 on a GPU that supports it, else float32), or one of
-        :data:`DTYPES`. A worker that sees more than one GPU (a GPU group) shards the model
+        :data:`TORCH_DTYPES`. A worker that sees more than one GPU (a GPU group) shards the model
         over them with ``device_map="auto"``. ``trust_remote_code`` runs code shipped with
         a checkpoint, so it is off unless a run asks for it. ``prefill_tokens`` caps the
         positions (rows x columns) of one prefill pass: ``None`` picks
         :data:`CPU_PREFILL_TOKENS` on a CPU and one pass on a GPU, 0 is always one pass.
+        The loaded engine is checked (:meth:`check_fast_path`) before it is returned.
         """
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch_dtype = _resolve_dtype(dtype, dev)
@@ -98,16 +114,18 @@ class HFEngine:
         lm.eval()
         if prefill_tokens is None and dev.type == "cpu":
             prefill_tokens = CPU_PREFILL_TOKENS
-        return cls(lm, tokenizer, dev, prefill_tokens=prefill_tokens)
+        engine = cls(lm, tokenizer, dev, prefill_tokens=prefill_tokens)
+        engine.check_fast_path()
+        return engine
 
-    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
+    def count_tokens(self, prompts: Sequence[Prompt]) -> list[int]:
         """Each prompt's length in tokens, special tokens included exactly as generate adds them."""
         if not prompts:
             return []  # the tokenizer fails on an empty batch
-        encoded = self.tokenizer(list(prompts))
+        encoded = self.tokenizer(self._texts(prompts))
         return [len(ids) for ids in encoded["input_ids"]]
 
-    def render_chat(self, messages: list[dict[str, str]]) -> str:
+    def render_chat(self, messages: list[Message]) -> str:
         """Through the tokenizer's chat template; a tokenizer without one is an error."""
         if not getattr(self.tokenizer, "chat_template", None):
             raise ValueError("this model's tokenizer has no chat template")
@@ -116,11 +134,11 @@ class HFEngine:
         )
         return str(text)
 
-    def truncate(self, prompts: Sequence[str], max_tokens: int, side: str) -> list[str]:
+    def truncate(self, prompts: Sequence[Prompt], max_tokens: int, side: str) -> list[Prompt]:
         """Cut in tokens, special tokens counted; re-tokenising the decoded text is checked."""
         special = len(self.tokenizer("")["input_ids"])
-        cut = []
-        for prompt in prompts:
+        cut: list[Prompt] = []
+        for prompt in self._texts(prompts):
             ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
             keep = max(max_tokens - special, 0)
             text = prompt
@@ -134,37 +152,76 @@ class HFEngine:
             cut.append(text if keep > 0 else "")
         return cut
 
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
         """Generate for the whole batch at once; one completion per prompt, in order."""
+        return self._generate(
+            self._texts(prompts),
+            params,
+            fast_path=self.fast_path,
+            prefill_tokens=self.prefill_tokens,
+        )
+
+    def _texts(self, prompts: Sequence[Prompt]) -> list[str]:
+        """The prompts as texts, a conversation through the chat template."""
+        return [self.render_chat(p.messages) if isinstance(p, Chat) else p for p in prompts]
+
+    def check_fast_path(self) -> None:
+        """Keep the fast path only if a tiny generation through it matches plain ``generate``.
+
+        Plain ``generate`` failing on it means the engine itself cannot work:
+        EngineBroken, so the model's load fails instead of every item one by one.
+        """
+        self.fast_path = False
+        try:
+            expected = self._generate(PROBE_PROMPTS, PROBE, fast_path=False, prefill_tokens=None)
+        except Exception as error:
+            name = getattr(self.model, "name_or_path", "the model")
+            raise EngineBroken(f"{name}: a test generation failed: {error_text(error)}") from error
+        problem = self._fast_path_problem(expected)
+        if problem is None:
+            self.fast_path = True
+        else:
+            _warn_once(f"hf engine: {problem}; using plain generate (same answers, slower)")
+
+    def _fast_path_problem(self, expected: list[Completion]) -> str | None:
+        """Why the fast path cannot be trusted with this model and transformers, or None."""
+        # Prefilled row by row in passes of two columns where the engine ever prefills so.
+        prefill = 2 if self.prefill_tokens else None
+        try:
+            got = self._generate(PROBE_PROMPTS, PROBE, fast_path=True, prefill_tokens=prefill)
+        except Exception as error:  # noqa: BLE001  (whatever changed, plain generate is used)
+            return f"the fast path failed ({error_text(error)})"
+        if got != expected:
+            return f"the fast path gave {got} where plain generate gave {expected}"
+        return None
+
+    def _generate(
+        self,
+        prompts: Sequence[str],
+        params: GenerationParams,
+        *,
+        fast_path: bool,
+        prefill_tokens: int | None,
+    ) -> list[Completion]:
         if not prompts:
             return []
         batch = self.tokenizer(list(prompts), return_tensors="pt", padding=True).to(self.device)
         pad_id = self.tokenizer.pad_token_id
         width = batch["input_ids"].shape[1]
         options: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "pad_token_id": pad_id}
-        cache = reserved_cache(self.model, width + params.max_new_tokens)
-        if cache is not None:
-            options["cache"] = cache
-            big = self.prefill_tokens and len(prompts) * width > self.prefill_tokens
-            if big and fully_reserved(cache):
-                self._prefill_rows_alone(batch["input_ids"], batch["attention_mask"], cache)
-        if params.greedy:
-            options["do_sample"] = False
-        elif params.seed is not None:
-            # One random stream per row, seeded by the prompt: the same sample in any batch.
-            sampler = RowSeededSampler(
-                [row_seed(params.seed, prompt) for prompt in prompts],
-                temperature=params.temperature,
-                top_p=params.top_p,
-                device=self.device,
-            )
-            options.update(do_sample=False, logits_processor=[sampler])
-        else:
-            # top_k=0 switches off transformers' default top-k of 50: the run's parameters,
-            # not a library default, decide what is sampled.
+        if fast_path:
+            from worker.engines import kv_cache  # transformers internals: checked at load
+
             options.update(
-                do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0
+                kv_cache.cache_options(
+                    self.model,
+                    batch["input_ids"],
+                    batch["attention_mask"],
+                    max_new_tokens=params.max_new_tokens,
+                    prefill_tokens=prefill_tokens,
+                )
             )
+        options.update(_sampling_options(prompts, params, self.device))
         with torch.inference_mode():
             # generate derives position ids from the attention mask (its cumsum), so a
             # left-padded row sees the same positions as it would alone.
@@ -172,44 +229,42 @@ class HFEngine:
 
         new_tokens = output[:, width:].tolist()
         prompt_lengths = batch["attention_mask"].sum(dim=1).tolist()
-        eos_ids = _eos_ids(self.model, self.tokenizer)
+        ends = eos_ids(self.model, self.tokenizer)
         completions = []
         for tokens, tokens_in in zip(new_tokens, prompt_lengths, strict=True):
-            tokens = _through_first_eos(tokens, eos_ids)
+            tokens = through_first_eos(tokens, ends)
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
             completions.append(
                 Completion(text=text, tokens_in=int(tokens_in), tokens_out=len(tokens))
             )
         return completions
 
-    def _prefill_rows_alone(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: Any
-    ) -> None:
-        """Fill ``cache`` with each row's prompt but its last token, computed row by row.
 
-        Alone, a row needs no padding mask, so attention skips the causal upper half, and
-        its activations stay in the processor's caches (passes of at most
-        ``prefill_tokens`` columns); a padded batch gets neither. The rows' keys and
-        values go into the batch's cache at their left-padded places, the padding left at
-        zero and masked. ``generate`` then computes only the last column, for all rows at
-        once, from the cache, exactly as if it had prefilled the batch itself.
-        """
-        assert self.prefill_tokens
-        width = input_ids.shape[1]
-        rows: list[tuple[int, Any]] = []
-        with torch.inference_mode():
-            for row, real in enumerate(attention_mask.sum(dim=1).tolist()):
-                row_cache = reserved_cache(self.model, real - 1)
-                for start in range(width - real, width - 1, self.prefill_tokens):
-                    stop = min(start + self.prefill_tokens, width - 1)
-                    self.model(
-                        input_ids=input_ids[row : row + 1, start:stop],
-                        cache=row_cache,
-                        use_cache=True,
-                        logits_to_keep=1,
-                    )
-                rows.append((width - real, row_cache))
-        stitch_rows(cache, rows, width - 1)
+def _sampling_options(
+    prompts: Sequence[str], params: GenerationParams, device: torch.device
+) -> dict[str, Any]:
+    """``generate`` arguments for greedy, row-seeded or plain sampling."""
+    if params.greedy:
+        return {"do_sample": False}
+    if params.seed is not None:
+        # One random stream per row, seeded by the prompt: the same sample in any batch.
+        sampler = RowSeededSampler(
+            [row_seed(params.seed, prompt) for prompt in prompts],
+            temperature=params.temperature,
+            top_p=params.top_p,
+            device=device,
+        )
+        return {"do_sample": False, "logits_processor": [sampler]}
+    # top_k=0 switches off transformers' default top-k of 50: the run's parameters,
+    # not a library default, decide what is sampled.
+    return {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
+
+
+def _warn_once(message: str) -> None:
+    """Log ``message`` as a warning the first time this process sees it."""
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
 
 
 def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -218,9 +273,9 @@ def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; expected auto or one of {sorted(DTYPES)}")
-    return DTYPES[dtype]
+    if dtype not in TORCH_DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected auto or one of {sorted(TORCH_DTYPES)}")
+    return TORCH_DTYPES[dtype]
 
 
 def _max_context(model: Any, tokenizer: Any) -> int:
@@ -235,7 +290,7 @@ def _max_context(model: Any, tokenizer: Any) -> int:
     raise ValueError("cannot tell the model's context length from its config or tokenizer")
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+def eos_ids(model: Any, tokenizer: Any) -> set[int]:
     """Every id that ends generation: the generation config's (one or a list), the tokenizer's."""
     configured = model.generation_config.eos_token_id
     ids = set(configured if isinstance(configured, list) else [configured])
@@ -244,7 +299,7 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-def _through_first_eos(tokens: list[int], eos_ids: set[int]) -> list[int]:
+def through_first_eos(tokens: list[int], eos_ids: set[int]) -> list[int]:
     """``tokens`` up to and including the first end-of-sequence (what follows is padding)."""
     for i, token in enumerate(tokens):
         if token in eos_ids:

@@ -1,4 +1,4 @@
-"""A key/value cache that reserves room for the whole generation once, instead of per token.
+"""The ``hf`` engine's fast path: the one module that uses transformers internals.
 
 transformers' default ``DynamicCache`` grows each layer's keys and values with
 ``torch.cat`` at every decode step: a new tensor of the whole cache per layer per token.
@@ -8,6 +8,15 @@ page-faulted and copied per step, and on a CPU it was most of a batch's decode t
 positions the whole call will fill (padded prompt + ``max_new_tokens``) at the prompt's
 first forward pass and writes every later token into that buffer; attention reads a view
 of the filled part, so the arithmetic, and the output, are those of the default cache.
+A big batch on a CPU is also prefilled row by row into that cache (:func:`prefill_rows_alone`).
+
+What this relies on is not transformers' public contract: ``DynamicLayer`` (subclassed,
+with its ``is_initialized``/``lazy_initialization``), ``DynamicCache.layers`` (replaced),
+the models' private ``_supports_default_dynamic_cache``, and the ``cache=`` and
+``logits_to_keep=`` arguments of ``generate`` and of a model's forward pass. So
+``HFEngine.load`` runs a tiny generation through :func:`cache_options` and through plain
+``generate``, and on any difference or error uses plain ``generate`` from then on
+(``worker.engines.hf``); ``pyproject.toml`` bounds the transformers versions tested.
 """
 
 from __future__ import annotations
@@ -130,3 +139,58 @@ def stitch_rows(cache: DynamicCache, rows: list[tuple[int, DynamicCache]], colum
             if offset < columns:  # a one-token prompt has nothing cached before its last token
                 keys[row, :, offset:] = row_layer.keys[0]
                 values[row, :, offset:] = row_layer.values[0]
+
+
+def cache_options(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    prefill_tokens: int | None,
+) -> dict[str, Any]:
+    """Extra ``generate`` arguments for one batch: a reserved cache, prefilled row by row
+    when the batch has more than ``prefill_tokens`` positions; empty where ``generate``
+    should build its own cache."""
+    width = input_ids.shape[1]
+    cache = reserved_cache(model, width + max_new_tokens)
+    if cache is None:
+        return {}
+    big = prefill_tokens and input_ids.shape[0] * width > prefill_tokens
+    if big and fully_reserved(cache):
+        assert prefill_tokens
+        prefill_rows_alone(model, input_ids, attention_mask, cache, prefill_tokens)
+    return {"cache": cache}
+
+
+def prefill_rows_alone(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    cache: DynamicCache,
+    prefill_tokens: int,
+) -> None:
+    """Fill ``cache`` with each row's prompt but its last token, computed row by row.
+
+    Alone, a row needs no padding mask, so attention skips the causal upper half, and
+    its activations stay in the processor's caches (passes of at most
+    ``prefill_tokens`` columns); a padded batch gets neither. The rows' keys and
+    values go into the batch's cache at their left-padded places, the padding left at
+    zero and masked. ``generate`` then computes only the last column, for all rows at
+    once, from the cache, exactly as if it had prefilled the batch itself.
+    """
+    width = input_ids.shape[1]
+    rows: list[tuple[int, Any]] = []
+    with torch.inference_mode():
+        for row, real in enumerate(attention_mask.sum(dim=1).tolist()):
+            row_cache = reserved_cache(model, real - 1)
+            for start in range(width - real, width - 1, prefill_tokens):
+                stop = min(start + prefill_tokens, width - 1)
+                model(
+                    input_ids=input_ids[row : row + 1, start:stop],
+                    cache=row_cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+            rows.append((width - real, row_cache))
+    stitch_rows(cache, rows, width - 1)

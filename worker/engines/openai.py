@@ -27,7 +27,9 @@ from tenacity import (
     wait_exponential,
 )
 
-from common.errors import ConfigError
+from common.errors import ConfigError, FleetError
+from common.prompts import Chat, Message, Prompt
+from common.results import ErrorKind
 from common.settings import Settings
 from worker.engines.base import Completion, GenerationParams, ItemError, PartialFailure
 
@@ -37,14 +39,11 @@ CHARS_PER_TOKEN = 4
 #: The context the engine claims; the server checks the real one.
 REMOTE_CONTEXT = 1_000_000
 
-#: Marks a rendered conversation, sent to ``/chat/completions`` as messages.
-CHAT_PREFIX = "\x1efleet-chat\x1e"
 
-
-class RemoteError(Exception):
+class RemoteError(FleetError):
     """One request's failure, with its ``error_kind`` and whether a retry may help."""
 
-    def __init__(self, error_kind: str, message: str, *, retryable: bool) -> None:
+    def __init__(self, error_kind: ErrorKind, message: str, *, retryable: bool) -> None:
         super().__init__(message)
         self.error_kind = error_kind
         self.retryable = retryable
@@ -93,20 +92,19 @@ class OpenAIEngine:
             max_attempts=settings.openai_max_attempts,
         )
 
-    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
-        return [len(prompt) // CHARS_PER_TOKEN + 1 for prompt in prompts]
+    def count_tokens(self, prompts: Sequence[Prompt]) -> list[int]:
+        return [len(_text(prompt)) // CHARS_PER_TOKEN + 1 for prompt in prompts]
 
-    def render_chat(self, messages: list[dict[str, str]]) -> str:
-        return CHAT_PREFIX + json.dumps(messages, ensure_ascii=False)
+    def render_chat(self, messages: list[Message]) -> Chat:
+        """The conversation itself: it goes to ``/chat/completions`` as messages."""
+        return Chat(messages)
 
-    def truncate(self, prompts: Sequence[str], max_tokens: int, side: str) -> list[str]:
+    def truncate(self, prompts: Sequence[Prompt], max_tokens: int, side: str) -> list[Prompt]:
+        """Texts cut by their estimated tokens; a conversation is left to the server."""
         chars = max(max_tokens - 1, 0) * CHARS_PER_TOKEN
-        return [
-            prompt[len(prompt) - chars :] if side == "left" else prompt[:chars]
-            for prompt in prompts
-        ]
+        return [_cut(prompt, chars, side) for prompt in prompts]
 
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[Completion]:
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[Completion]:
         """Every prompt as its own request, ``concurrency`` at a time; per-item errors are
         raised together as one PartialFailure once the whole batch is back."""
         with ThreadPoolExecutor(max_workers=min(self.concurrency, max(len(prompts), 1))) as pool:
@@ -118,7 +116,7 @@ class OpenAIEngine:
     def close(self) -> None:
         self.client.close()
 
-    def _one(self, prompt: str, params: GenerationParams) -> Completion | ItemError:
+    def _one(self, prompt: Prompt, params: GenerationParams) -> Completion | ItemError:
         retrying = Retrying(
             stop=stop_after_attempt(self.max_attempts),
             wait=wait_exponential(multiplier=self.backoff_s, max=60 * self.backoff_s),
@@ -128,12 +126,12 @@ class OpenAIEngine:
             return retrying(self._request, prompt, params)
         except RetryError as exhausted:
             error = exhausted.last_attempt.exception()
-            kind = getattr(error, "error_kind", "api")
+            kind = getattr(error, "error_kind", ErrorKind.api)
             return ItemError(kind, f"{error} (gave up after {self.max_attempts} tries)")
         except RemoteError as error:
             return ItemError(error.error_kind, str(error))
 
-    def _request(self, prompt: str, params: GenerationParams) -> Completion:
+    def _request(self, prompt: Prompt, params: GenerationParams) -> Completion:
         body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": params.max_new_tokens,
@@ -142,22 +140,26 @@ class OpenAIEngine:
         }
         if params.seed is not None:
             body["seed"] = params.seed
-        chat = prompt.startswith(CHAT_PREFIX)
-        if chat:
-            body["messages"] = json.loads(prompt[len(CHAT_PREFIX) :])
+        chat = isinstance(prompt, Chat)
+        if isinstance(prompt, Chat):
+            body["messages"] = prompt.messages
         else:
             body["prompt"] = prompt
         try:
             response = self.client.post("chat/completions" if chat else "completions", json=body)
         except httpx.TimeoutException as error:
-            raise RemoteError("timeout", f"request timed out: {error}", retryable=True) from None
+            raise RemoteError(
+                ErrorKind.timeout, f"request timed out: {error}", retryable=True
+            ) from None
         except httpx.HTTPError as error:
-            raise RemoteError("api", f"{type(error).__name__}: {error}", retryable=True) from None
+            raise RemoteError(
+                ErrorKind.api, f"{type(error).__name__}: {error}", retryable=True
+            ) from None
         if response.status_code == 429:
-            raise RemoteError("rate_limit", "HTTP 429 Too Many Requests", retryable=True)
+            raise RemoteError(ErrorKind.rate_limit, "HTTP 429 Too Many Requests", retryable=True)
         if response.status_code >= 400:
             raise RemoteError(
-                "api",
+                ErrorKind.api,
                 f"HTTP {response.status_code}: {response.text[:500]}",
                 retryable=response.status_code >= 500,
             )
@@ -173,12 +175,23 @@ def _completion(response: httpx.Response, chat: bool, estimated_in: int) -> Comp
         usage = document.get("usage") or {}
     except (ValueError, KeyError, IndexError, TypeError) as error:
         raise RemoteError(
-            "api", f"malformed response ({error!r}): {response.text[:300]}", retryable=False
+            ErrorKind.api, f"malformed response ({error!r}): {response.text[:300]}", retryable=False
         ) from None
     if not isinstance(text, str):
-        raise RemoteError("api", "response text is not a string", retryable=False)
+        raise RemoteError(ErrorKind.api, "response text is not a string", retryable=False)
     return Completion(
         text=text,
         tokens_in=int(usage.get("prompt_tokens", estimated_in)),
         tokens_out=int(usage.get("completion_tokens", len(text) // CHARS_PER_TOKEN)),
     )
+
+
+def _text(prompt: Prompt) -> str:
+    """What a length estimate counts: the text, or a conversation's JSON."""
+    return json.dumps(prompt.messages, ensure_ascii=False) if isinstance(prompt, Chat) else prompt
+
+
+def _cut(prompt: Prompt, chars: int, side: str) -> Prompt:
+    if isinstance(prompt, Chat):
+        return prompt
+    return prompt[len(prompt) - chars :] if side == "left" else prompt[:chars]

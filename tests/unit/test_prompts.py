@@ -1,4 +1,4 @@
-"""``common.templates``: plain named fields only, literal braces, JSON for non-strings."""
+"""``common.prompts`` templates: plain named fields only, literal braces, JSON for non-strings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from common.errors import ConfigError
-from common.templates import MissingField, render, template_fields
+from common.prompts import Chat, MissingField, build_prompt, render, template_fields
+from worker.engines.openai import OpenAIEngine
 
 
 def test_fields_are_listed_in_order_of_appearance() -> None:
@@ -86,3 +87,27 @@ def test_values_are_rendered_as_is_or_json(value: Any, expected: str) -> None:
 
 def test_extra_record_fields_are_ignored() -> None:
     assert render("{a}", ["a"], {"a": "1", "b": "2"}) == "1"
+
+
+def test_a_plain_record_is_a_text_with_the_schema_instruction() -> None:
+    prompt = build_prompt({"prompt": "Who?"}, "Who?", system=None, schema={"type": "object"})
+    assert isinstance(prompt, str)
+    assert prompt.startswith("Who?\n\nAnswer with a single JSON object")
+
+
+def test_messages_or_a_system_prompt_make_a_conversation() -> None:
+    messages = [{"role": "user", "content": "Hi"}]
+    chat = build_prompt({"messages": messages}, "", system="Be brief.", schema={"type": "object"})
+    assert isinstance(chat, Chat)
+    assert [m["role"] for m in chat.messages] == ["system", "user"]
+    assert chat.messages[1]["content"].startswith("Hi\n\nAnswer with a single JSON object")
+    assert build_prompt({"prompt": "Q"}, "Q", system="S", schema=None) == Chat(
+        [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]
+    )
+
+
+def test_the_openai_engine_sends_a_conversation_as_messages_not_text() -> None:
+    engine = OpenAIEngine("m", base_url="http://127.0.0.1:1/v1")
+    messages = [{"role": "user", "content": "Q"}]
+    assert engine.render_chat(messages) == Chat(messages)
+    engine.close()

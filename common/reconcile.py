@@ -34,9 +34,9 @@ from sqlalchemy import Engine
 
 from common.db import session_scope
 from common.models import RunStatus, utcnow
+from common.publish import publish_finalize, publish_slices
 from common.queries import orphaned_receipts, runs_owing_finalize, stuck_slices
 from common.store import begin_finalize, release_receipt, renew_lease
-from producer.publish import publish_finalize, publish_slices
 
 
 @dataclass

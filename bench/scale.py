@@ -309,8 +309,8 @@ def measure_one_item(root: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--backends", nargs="+", default=["postgres", "embedded"])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--backends", nargs="*", default=["postgres", "embedded"])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--many-workers", type=int, default=0, help="e.g. 32; 0 skips it")
     parser.add_argument("--many-items", type=int, default=100_000)

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from celery.utils.nodenames import host_format
-
 from producer.embedded import STOP_GRACE_S, WorkerSpec, cpu_worker_env, spawn_worker
 from producer.gpus import plan_groups
 
@@ -278,6 +276,8 @@ class LocalWorkers:
 
 def _node(spec: WorkerSpec) -> str:
     """The node name as Celery will expand it (``cpu0@%h`` -> ``cpu0@host``)."""
+    from celery.utils.nodenames import host_format  # not at import: `fleet run` spawns first
+
     return str(host_format(spec.hostname))
 
 

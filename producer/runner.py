@@ -181,7 +181,7 @@ class LocalFleet:
 
         with naming_a_full_disk(settings.state_dir, then=resume):
             final = watch(self.db, run_id, console=self.console, check=check)
-        self._end_idle_workers()
+        self.end_idle_workers()
         out = output_dir or settings.state_dir / "runs" / run_id
         jsonl = out / "results.jsonl"
         summary = out / "summary.json"
@@ -190,7 +190,7 @@ class LocalFleet:
         overall = document["statistics"].get("overall", {})
         return RunOutcome(run_id, final.status, records, jsonl, summary, overall)
 
-    def _end_idle_workers(self) -> None:
+    def end_idle_workers(self) -> None:
         """The run is over: end the local workers at once if none holds a task.
 
         Asked through Celery (active and reserved tasks of each of our nodes), a few

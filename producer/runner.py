@@ -203,13 +203,16 @@ class LocalFleet:
             nodes = [] if local is None else local.nodes
             if local is None or not nodes:
                 return
-            if self._idle(nodes):
+            idle = self._idle(nodes)
+            if idle is None:
+                return
+            if idle:
                 local.end_idle()
                 return
             time.sleep(IDLE_ASK_PAUSE_S)
 
-    def _idle(self, nodes: list[str]) -> bool:
-        """Every one of ``nodes`` answers that it holds no task, active or reserved."""
+    def _idle(self, nodes: list[str]) -> bool | None:
+        """Whether none of ``nodes`` holds a task, active or reserved; None if one is silent."""
         try:
             inspect = self.app.control.inspect(
                 destination=nodes, timeout=IDLE_ASK_S, limit=len(nodes)
@@ -217,11 +220,10 @@ class LocalFleet:
             active, reserved = inspect.active() or {}, inspect.reserved() or {}
         except Exception:  # the broker away, a bad reply: the warm shutdown stays
             log.warning("could not ask the local workers whether they are idle", exc_info=True)
-            return False
-        return all(
-            node in active and node in reserved and not active[node] and not reserved[node]
-            for node in nodes
-        )
+            return None
+        if not all(node in active and node in reserved for node in nodes):
+            return None
+        return not any(active[node] or reserved[node] for node in nodes)
 
     def _tend_broker(self, resume: str) -> None:
         """Start the embedded server again if it died; BrokerGone when it keeps dying."""

@@ -20,7 +20,10 @@ valkey-server from the wheel + SQLite) and each size:
 taking ``--delay`` seconds, ``--model delay=...``): throughput against the ideal
 (N workers x rows per batch / delay) and the database's peak connection count.
 ``--one-item`` times a one-item ``fleet run`` of the demo model (embedded default,
-everything from the command to its summary).
+everything from the command to its exit, the median of ``--one-item-runs``), with
+the median time from the command's start to each phase: broker up, worker spawned,
+run enqueued, worker ready, model loaded, slice done, finalized, summary printed.
+``--backends --sizes --one-item`` (both lists empty) runs only that part.
 
 Prints the figures and writes them as JSON (``--output``); never asserts.
 """
@@ -294,8 +297,53 @@ def measure_many_workers(
     }
 
 
-def measure_one_item(root: Path) -> dict[str, Any]:
-    """A one-item ``fleet run`` of the demo model on the embedded default, start to summary."""
+#: Phases of a one-item ``fleet run``: (name, where it shows, the text that marks it).
+#: ``out`` is the command's own output, ``log`` its worker's log (timestamped lines).
+ONE_ITEM_PHASES = (
+    ("broker_up", "out", "embedded broker on"),
+    ("worker_spawned", "out", "started local0"),
+    ("enqueued", "out", " slices"),
+    ("worker_ready", "log", " ready."),
+    ("model_loaded", "log", "loaded hf model"),
+    ("slice_done", "log", "last slice done"),
+    ("finalized", "log", "finalize done"),
+    ("summary", "out", "results: "),
+)
+
+
+def one_item_run(command: list[str], env: dict[str, str], log: Path) -> dict[str, float]:
+    """Run ``command`` once; seconds from its start to each phase and to its exit."""
+    log.unlink(missing_ok=True)
+    started_wall, started = time.time(), time.perf_counter()
+    seen: dict[str, float] = {}
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert process.stdout is not None
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        for name, where, text in ONE_ITEM_PHASES:
+            if where == "out" and text in line and name not in seen:
+                seen[name] = time.perf_counter() - started
+    if process.wait() != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {process.returncode}:\n{''.join(output)}")
+    seen["exit"] = time.perf_counter() - started
+    for line in log.read_text().splitlines():
+        stamp = line[1:24] if line.startswith("[") else ""
+        for name, where, text in ONE_ITEM_PHASES:
+            if where == "log" and text in line and name not in seen:
+                at = time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S"))
+                seen[name] = at + int(stamp[20:23]) / 1000 - started_wall
+    return seen
+
+
+def measure_one_item(root: Path, runs: int = 5) -> dict[str, Any]:
+    """A one-item ``fleet run`` of the demo model on the embedded default, start to summary.
+
+    ``runs`` times; the median of each phase (seconds from the command's start) and of
+    the whole, and every run's total.
+    """
     state = root / "one-item-state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
     env["FLEET_STATE_DIR"] = str(state)
@@ -303,24 +351,30 @@ def measure_one_item(root: Path) -> dict[str, Any]:
     timed([*FLEET, "demo-model", str(model)], env)
     inputs = root / "one.jsonl"
     inputs.write_text(json.dumps({"id": "one", "prompt": "Say hello."}) + "\n")
-    runs = []
-    for _ in range(3):
-        seconds, _, _ = timed(
-            [*FLEET, "run", str(inputs), "--model", str(model), "--max-new-tokens", "8"], env
-        )
-        runs.append(round(seconds, 2))
-    return {"one_item_run_s": runs, "one_item_run_median_s": statistics.median(runs)}
+    command = [*FLEET, "run", str(inputs), "--model", str(model), "--max-new-tokens", "8"]
+    phases = [one_item_run(command, env, state / "logs" / "local0.log") for _ in range(runs)]
+    names = [name for name, *_ in ONE_ITEM_PHASES] + ["exit"]
+    return {
+        "one_item_run_s": [round(seen["exit"], 2) for seen in phases],
+        "one_item_run_median_s": round(statistics.median(seen["exit"] for seen in phases), 2),
+        "one_item_phases_median_s": {
+            name: round(statistics.median(seen[name] for seen in phases), 2)
+            for name in names
+            if all(name in seen for seen in phases)
+        },
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--backends", nargs="+", default=["postgres", "embedded"])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--backends", nargs="*", default=["postgres", "embedded"])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--many-workers", type=int, default=0, help="e.g. 32; 0 skips it")
     parser.add_argument("--many-items", type=int, default=100_000)
     parser.add_argument("--delay", type=float, default=0.2)
     parser.add_argument("--one-item", action="store_true")
+    parser.add_argument("--one-item-runs", type=int, default=5)
     parser.add_argument("--output", type=Path, default=Path("bench/results/scale.json"))
     args = parser.parse_args()
 
@@ -346,7 +400,7 @@ def main() -> None:
                     print(json.dumps(many), flush=True)
                     document.setdefault("many_workers", []).append(many)
         if args.one_item:
-            document["one_item"] = measure_one_item(root)
+            document["one_item"] = measure_one_item(root, args.one_item_runs)
             print(json.dumps(document["one_item"]), flush=True)
     document["peak_rss_bench_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     args.output.parent.mkdir(parents=True, exist_ok=True)

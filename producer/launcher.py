@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from celery.utils.nodenames import host_format
-
 from producer.embedded import STOP_GRACE_S, WorkerSpec, cpu_worker_env, spawn_worker
 from producer.gpus import plan_groups
 
@@ -245,13 +243,41 @@ class LocalWorkers:
             child.crashes >= GIVE_UP_AFTER_CRASHES for child in self.supervisor.children
         )
 
+    @property
+    def nodes(self) -> list[str]:
+        """The node names of the workers running now, as Celery reports them."""
+        return [
+            _node(child.spec)
+            for child in self.supervisor.children
+            if child.process is not None and child.process.poll() is None
+        ]
+
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """Warm shutdown (SIGTERM), then SIGKILL whatever is left after ``grace_s``."""
         self.supervisor.stop(grace_s)
 
+    def end_idle(self) -> None:
+        """End workers that hold no task at once, instead of a warm shutdown.
+
+        A warm shutdown of an idle worker takes Celery two to three seconds (its
+        event loop notices the signal on its next poll, its pool's supervisor thread
+        sleeps 0.8 s between looks); a worker that holds no message, active or
+        reserved, has nothing to finish and nothing to hand back, so SIGKILL of its
+        session loses nothing. The caller must have made sure of that (``fleet run``
+        asks the workers, once its run is over); on any doubt, use ``stop``.
+        """
+        supervisor = self.supervisor
+        for child in supervisor.children:
+            child.restart_at = None
+            if child.process is not None and child.process.poll() is None:
+                _kill_group(child.process.pid)
+                child.process.wait()
+
 
 def _node(spec: WorkerSpec) -> str:
     """The node name as Celery will expand it (``cpu0@%h`` -> ``cpu0@host``)."""
+    from celery.utils.nodenames import host_format  # not at import: `fleet run` spawns first
+
     return str(host_format(spec.hostname))
 
 

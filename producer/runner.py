@@ -9,36 +9,56 @@ While it watches, it looks after what it started: a local worker that dies is
 restarted (``producer.launcher``), so is the embedded server (its append-only file
 keeps the queue; the workers reconnect), and a full disk under the state directory
 stops the run with those words and the ``fleet resume`` command, never a silent hang.
+
+Start-up is arranged so that the slow part, a worker process importing torch and
+loading the model, starts first and overlaps everything else: the embedded server
+comes up, the first worker is spawned with the run's model to preload
+(``preload_env``), and only then does this process import SQL and Celery, validate
+the input and enqueue. The heavy modules are imported inside the methods that need
+them, so the worker is spawned a fraction of a second after the command starts. A
+run never gets more local workers than it has slices (``local_worker_count``).
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import signal
 import threading
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from common.celery_app import create_app
-from common.db import make_engine
 from common.errors import FleetError
-from common.publish import publish_run, resume_run
 from common.runconfig import RunConfig
 from common.settings import Settings
 from producer.diskspace import low_message, measure, naming_a_full_disk, require_space
 from producer.embedded import EmbeddedBroker
-from producer.enqueue import create_run
-from producer.export import write_json, write_jsonl
 from producer.launcher import LocalWorkers
-from producer.status import watch
 from producer.valkey import private_dir
+
+if TYPE_CHECKING:
+    from celery import Celery
+    from sqlalchemy import Engine
+
+log = logging.getLogger(__name__)
 
 #: Times ``fleet run`` starts the embedded server again after it died, in one run.
 BROKER_RESTARTS = 3
+
+#: Engines whose model a local worker can load before its first task.
+PRELOADED_ENGINES = ("hf", "echo")
+
+#: Seconds the local workers get to say that they hold no task, at the end of a run;
+#: times they are asked, and the pause between two asks.
+IDLE_ASK_S = 1.0
+IDLE_ASKS = 3
+IDLE_ASK_PAUSE_S = 0.1
 
 
 class WorkersGone(FleetError):
@@ -71,12 +91,15 @@ class LocalFleet:
         spawn_workers: bool,
         queue: str,
         console: Console,
+        preload: dict[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.workers = workers
         self.spawn_workers = spawn_workers
         self.queue = queue
         self.console = console
+        #: ``FLEET_PRELOAD_*`` for the local workers (``preload_env``), or None.
+        self.preload = preload
         self._stack = ExitStack()
         self._previous_sigterm: signal.Handlers | Callable[..., Any] | int | None = None
         self.local: LocalWorkers | None = None
@@ -84,29 +107,34 @@ class LocalFleet:
         self.broker_restarts = 0
 
     def __enter__(self) -> LocalFleet:
-        settings, console = self.settings, self.console
         with self._stack as stack:
-            if settings.broker_url is None:
+            if self.settings.broker_url is None:
                 self._start_broker(stack)
-                settings = self.settings
-            self.db = make_engine(settings.sqlalchemy_url)
-            self.app = create_app(settings)
             if self.spawn_workers:
-                self.local = stack.enter_context(
-                    LocalWorkers(
-                        self.workers,
-                        env=_worker_env(settings),
-                        log_dir=settings.state_dir / "logs",
-                        queues=[self.queue],
-                        say=lambda line: console.print(f"[dim]{line}[/]"),
-                    )
-                )
-                console.print(
-                    f"{self.workers} local worker(s); logs in {settings.state_dir / 'logs'}"
-                )
+                self._start_workers(stack)
+            # Imported here, once the workers are on their way: SQL and Celery take this
+            # process a good part of a second to import, the workers much longer to start.
+            from common.celery_app import create_app
+            from common.db import make_engine
+
+            self.db: Engine = make_engine(self.settings.sqlalchemy_url)
+            self.app: Celery = create_app(self.settings)
             self._stack = stack.pop_all()
         self._previous_sigterm = _stop_on_sigterm()
         return self
+
+    def _start_workers(self, stack: ExitStack) -> None:
+        settings, console = self.settings, self.console
+        self.local = stack.enter_context(
+            LocalWorkers(
+                self.workers,
+                env={**_worker_env(settings), **(self.preload or {})},
+                log_dir=settings.state_dir / "logs",
+                queues=[self.queue],
+                say=lambda line: console.print(f"[dim]{line}[/]"),
+            )
+        )
+        console.print(f"{self.workers} local worker(s); logs in {settings.state_dir / 'logs'}")
 
     def _start_broker(self, stack: ExitStack) -> None:
         """The embedded server under an owner-only state directory with room to work."""
@@ -132,6 +160,9 @@ class LocalFleet:
 
     def finish(self, run_id: str, output_dir: Path | None) -> RunOutcome:
         """Watch the run to its end, then write its results and summary."""
+        from producer.export import write_json, write_jsonl
+        from producer.status import watch
+
         settings = self.settings
 
         resume = f"fleet resume {run_id}"
@@ -150,6 +181,7 @@ class LocalFleet:
 
         with naming_a_full_disk(settings.state_dir, then=resume):
             final = watch(self.db, run_id, console=self.console, check=check)
+        self.end_idle_workers()
         out = output_dir or settings.state_dir / "runs" / run_id
         jsonl = out / "results.jsonl"
         summary = out / "summary.json"
@@ -157,6 +189,41 @@ class LocalFleet:
         document = write_json(self.db, run_ref=run_id, path=summary)
         overall = document["statistics"].get("overall", {})
         return RunOutcome(run_id, final.status, records, jsonl, summary, overall)
+
+    def end_idle_workers(self) -> None:
+        """The run is over: end the local workers at once if none holds a task.
+
+        Asked through Celery (active and reserved tasks of each of our nodes), a few
+        times: the run reads completed a moment before the finalize task's message is
+        acknowledged. A worker that does not answer, or still holds anything, gets the
+        warm shutdown on the way out instead.
+        """
+        local = self.local
+        for _ in range(IDLE_ASKS):
+            nodes = [] if local is None else local.nodes
+            if local is None or not nodes:
+                return
+            idle = self._idle(nodes)
+            if idle is None:
+                return
+            if idle:
+                local.end_idle()
+                return
+            time.sleep(IDLE_ASK_PAUSE_S)
+
+    def _idle(self, nodes: list[str]) -> bool | None:
+        """Whether none of ``nodes`` holds a task, active or reserved; None if one is silent."""
+        try:
+            inspect = self.app.control.inspect(
+                destination=nodes, timeout=IDLE_ASK_S, limit=len(nodes)
+            )
+            active, reserved = inspect.active() or {}, inspect.reserved() or {}
+        except Exception:  # the broker away, a bad reply: the warm shutdown stays
+            log.warning("could not ask the local workers whether they are idle", exc_info=True)
+            return None
+        if not all(node in active and node in reserved for node in nodes):
+            return None
+        return not any(active[node] or reserved[node] for node in nodes)
 
     def _tend_broker(self, resume: str) -> None:
         """Start the embedded server again if it died; BrokerGone when it keeps dying."""
@@ -192,6 +259,9 @@ def run_job(
     reference_field: str | None = None,
 ) -> RunOutcome:
     """Create the run, publish its slices, and see it through."""
+    from common.publish import publish_run
+    from producer.enqueue import create_run
+
     with naming_a_full_disk(fleet.settings.state_dir, then="run the command again"):
         enqueued = create_run(
             fleet.db,
@@ -211,9 +281,62 @@ def run_job(
 
 def resume_job(fleet: LocalFleet, *, run_ref: str, output_dir: Path | None) -> RunOutcome:
     """Re-publish what a run still owes (from SQL) and see it through."""
+    from common.publish import resume_run
+
     run_id, sent = resume_run(fleet.db, fleet.app, run_ref=run_ref)
     fleet.console.print(f"run {run_id}: {sent} work order(s) sent")
     return fleet.finish(run_id, output_dir)
+
+
+def preload_env(config: RunConfig) -> dict[str, str]:
+    """``FLEET_PRELOAD_*`` for workers that will take ``config``'s first lane first.
+
+    The worker's pool process then loads that model as it starts, while the run is
+    still being validated and enqueued, and its first slice finds the model in hand
+    (``worker.runtime``). Empty when the preloaded model could not be the one the
+    run asks for (options the preload does not know), or the engine loads nothing.
+    """
+    if (
+        config.engine not in PRELOADED_ENGINES
+        or config.attn_implementation is not None
+        or config.trust_remote_code
+    ):
+        return {}
+    model, _ = config.lanes()[0]
+    return {
+        "FLEET_PRELOAD_MODEL": model,
+        "FLEET_PRELOAD_ENGINE": config.engine,
+        "FLEET_DTYPE": config.dtype,
+    }
+
+
+def local_worker_count(requested: int, *, input_path: Path | None, config: RunConfig) -> int:
+    """``requested``, but never more than the run will have slices.
+
+    The slices are counted before the input is validated, from its lines: each
+    line is at most one item, so lanes x ceil(lines / slice size) is at least
+    the slice count. Inputs that are not files (``--from-run``, ``run:`` datasets)
+    are not counted: ``requested`` stands.
+    """
+    if requested <= 1 or config.from_run is not None:
+        return requested
+    paths = [input_path] if input_path is not None else []
+    paths += [Path(path) for path in config.datasets.values()]
+    if not paths or not all(path.is_file() for path in paths):
+        return requested
+    lines = sum(_count_lines(path) for path in paths)
+    slices = len(config.lanes()) * math.ceil(lines / config.slice_size)
+    return max(1, min(requested, slices))
+
+
+def _count_lines(path: Path) -> int:
+    """Lines of ``path``, a last one without its newline included."""
+    count, last = 0, b"\n"
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            count += chunk.count(b"\n")
+            last = chunk[-1:]
+    return count + (last != b"\n")
 
 
 def _worker_env(settings: Settings) -> dict[str, str]:

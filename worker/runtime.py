@@ -127,9 +127,16 @@ def _forget_parent_runtime(**_: object) -> None:
 
     Preloading happens here, in the child after the fork, so the parent never
     initialises CUDA; Celery waits ``worker_proc_alive_timeout`` (set from
-    ``FLEET_WORKER_START_TIMEOUT``) for this to return.
+    ``FLEET_WORKER_START_TIMEOUT``) for this to return. A preload that fails is
+    logged and the process starts without the model.
     """
     global _runtime
     _runtime = None
-    if Settings().preload_model:
+    if not Settings().preload_model:
+        return
+    try:
         current_runtime().preload()
+    except Exception:
+        # A pool process that cannot start is restarted for ever; without the model in
+        # hand, the first slice loads it and records what is wrong on its items.
+        log.exception("could not preload the model; the first slice will load it")

@@ -6,6 +6,8 @@ Commands live in the sibling modules, one area each; they register themselves on
 
 from __future__ import annotations
 
+import gc
+
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -39,3 +41,7 @@ def main() -> None:
     except FleetError as error:
         errors.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
         raise SystemExit(2) from None
+    finally:
+        # The command is done: spare the exit a full collection over every object of
+        # every module imported (SQLAlchemy, Celery, pydantic), 0.3 s and more.
+        gc.freeze()

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from common.constants import DEFAULT_QUEUE, LATEST
-from common.db import make_engine
 from common.errors import ConfigError
 from common.settings import Settings
 from producer.cli.app import app, console, errors, load_settings
@@ -49,6 +48,7 @@ def enqueue(
 ) -> None:
     """Validate INPUT, store its run in SQL and publish one task per slice."""
     from common.celery_app import create_app
+    from common.db import make_engine
     from common.publish import publish_run
     from producer.enqueue import create_run
 
@@ -91,14 +91,20 @@ def run(
     options: JobOptions,
 ) -> None:
     """Run INPUT end to end: embedded broker and SQLite unless configured, local workers."""
-    from producer.runner import LocalFleet, run_job
+    from producer.runner import LocalFleet, local_worker_count, preload_env, run_job
 
     settings = load_settings()
     input_path, options = _with_run_file(input_path, options)
     config = run_config(settings, options)
     spawn = local_workers if local_workers is not None else settings.broker_url is None
+    # The workers start (and load the model) while this process validates and enqueues.
     with LocalFleet(
-        settings, workers=workers, spawn_workers=spawn, queue=options.queue, console=console
+        settings,
+        workers=local_worker_count(workers, input_path=input_path, config=config),
+        spawn_workers=spawn,
+        queue=options.queue,
+        console=console,
+        preload=preload_env(config),
     ) as fleet:
         outcome = run_job(
             fleet,
@@ -130,6 +136,7 @@ def see_through(settings: Settings, *, run_ref: str, workers: int, output: Path 
     broker and ``workers`` local workers are started, and the results are written.
     """
     from common.celery_app import create_app
+    from common.db import make_engine
     from common.publish import resume_run
     from producer.runner import LocalFleet, resume_job
 

@@ -192,7 +192,6 @@ def job_command(command: Callable[..., None]) -> Callable[..., None]:
 
 def run_config(settings: Settings, options: JobOptions) -> RunConfig:
     """The RunConfig a job's options ask for, defaults filled in from the settings."""
-    from producer.output_schema import output_schema
 
     if options.engine not in ENGINES:
         raise ConfigError(f"unknown engine {options.engine!r}; known: {', '.join(ENGINES)}")
@@ -234,13 +233,22 @@ def run_config(settings: Settings, options: JobOptions) -> RunConfig:
         sort_by_length=options.sort_by_length,
         dtype=dtype,
         truncate=truncate,
-        output_schema=output_schema(options.json_schema, options.pydantic),
+        output_schema=_output_schema(options),
         retries_on_invalid=options.retries_on_invalid,
         system=options.system,
         attn_implementation=options.attn_implementation,
         trust_remote_code=options.trust_remote_code,
         max_line_bytes=options.max_line_bytes or settings.max_line_bytes,
     )
+
+
+def _output_schema(options: JobOptions) -> dict[str, Any] | None:
+    """The schema of ``--json-schema`` or ``--pydantic``; jsonschema imported only then."""
+    if options.json_schema is None and options.pydantic is None:
+        return None
+    from producer.output_schema import output_schema
+
+    return output_schema(options.json_schema, options.pydantic)
 
 
 def length_policy(truncate: str | None, on_too_long: str | None) -> str | None:

@@ -8,10 +8,7 @@ from typing import Annotated
 import typer
 
 from common.constants import LATEST
-from common.db import make_engine, session_scope
 from common.errors import ConfigError, FleetError
-from common.models import RunStatus
-from common.queries import resolve_run
 from producer.cli.app import app, console, errors, load_settings
 
 RunRef = Annotated[str, typer.Argument(help="Run id, or 'latest'.")]
@@ -24,6 +21,7 @@ def reconcile() -> None:
     Workers run the same pass every FLEET_RECONCILE_INTERVAL seconds on their own.
     """
     from common.celery_app import create_app
+    from common.db import make_engine
     from common.reconcile import reconcile as reconcile_pass
 
     settings = load_settings()
@@ -64,6 +62,9 @@ def retry(
     Rejected input records are not retried. With FLEET_BROKER_URL set the fleet's
     workers take the work; without it the embedded broker and local workers do.
     """
+    from common.db import make_engine, session_scope
+    from common.models import RunStatus
+    from common.queries import resolve_run
     from common.store import reopen_failed
     from producer.cli.jobs import see_through
 
@@ -86,6 +87,8 @@ def retry(
 @app.command()
 def cancel(run_ref: RunRef = LATEST) -> None:
     """Stop handing out a run's slices; batches in flight finish; results so far stay exportable."""
+    from common.db import make_engine, session_scope
+    from common.queries import resolve_run
     from common.store import cancel_run
 
     db = make_engine(load_settings().sqlalchemy_url)

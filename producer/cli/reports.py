@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from common.constants import LATEST
-from common.db import make_engine
 from producer.cli.app import app, console, errors, load_settings
 
 
@@ -26,6 +25,7 @@ def status(
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Follow until it ends.")] = False,
 ) -> None:
     """Show a run's progress (or, with no RUN, the recent runs)."""
+    from common.db import make_engine
     from producer.status import describe, read_progress, runs_table
     from producer.status import watch as watch_run
 
@@ -51,6 +51,7 @@ def export(
     ),
 ) -> None:
     """Write a run's results (jsonl, one per item and lane) or summary (json)."""
+    from common.db import make_engine
     from producer.export import write_json, write_jsonl
 
     db = make_engine(load_settings().sqlalchemy_url)

@@ -89,6 +89,25 @@ def progress(session: Session, *, run_id: str) -> Progress:
     )
 
 
+def failure_causes(session: Session, *, run_id: str, limit: int = 3) -> list[tuple[str, int, str]]:
+    """The commonest error kinds of a run's failed results: (kind, count, one message).
+
+    Read once, when a run ends with failures, to say why on stderr.
+    """
+    rows = session.execute(
+        sa.select(
+            col(Result.error_kind),
+            sa.func.count(),
+            sa.func.min(col(Result.error_message)),
+        )
+        .where(col(Result.run_id) == run_id, sa.not_(col(Result.ok)))
+        .group_by(col(Result.error_kind))
+        .order_by(sa.func.count().desc(), col(Result.error_kind))
+        .limit(limit)
+    ).all()
+    return [(str(kind), int(count), message or "") for kind, count, message in rows]
+
+
 def iter_results(
     session: Session, *, run_id: str, chunk: int = 1000
 ) -> Iterator[tuple[Item, int, Result | None]]:

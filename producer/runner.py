@@ -49,6 +49,14 @@ class BrokerGone(FleetError):
     """The embedded server keeps dying, or cannot be started again."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) while a run was watched: the run it left, to report and resume."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     run_id: str
@@ -148,8 +156,11 @@ class LocalFleet:
                     f"the run can be resumed with: {resume}"
                 )
 
-        with naming_a_full_disk(settings.state_dir, then=resume):
-            final = watch(self.db, run_id, console=self.console, check=check)
+        try:
+            with naming_a_full_disk(settings.state_dir, then=resume):
+                final = watch(self.db, run_id, console=self.console, check=check)
+        except KeyboardInterrupt as stop:
+            raise RunInterrupted(run_id) from stop
         out = output_dir or settings.state_dir / "runs" / run_id
         jsonl = out / "results.jsonl"
         summary = out / "summary.json"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -15,7 +15,8 @@ from producer.cli.app import app, console, errors, load_settings
 from producer.cli.options import JobOptions, job_command, run_config
 
 if TYPE_CHECKING:
-    from producer.runner import RunOutcome
+    from producer.runner import RunInterrupted, RunOutcome
+    from producer.verdict import FailureLimit
 
 InputPath = Annotated[
     Path | None,
@@ -30,6 +31,13 @@ RunRef = Annotated[str, typer.Argument(help="Run id, or 'latest'.")]
 Workers = Annotated[int, typer.Option(min=1, help="Local worker processes.")]
 Output = Annotated[
     Path | None, typer.Option("--output", "-o", help="Folder for results.jsonl/summary.json.")
+]
+MaxFailures = Annotated[
+    str | None,
+    typer.Option(
+        help="Exit 1 when more results than this fail: a count (10) or a share (5%). "
+        "A run in which every result failed exits 1 regardless."
+    ),
 ]
 
 
@@ -87,43 +95,68 @@ def run(
         typer.Option(help="Spawn local workers (default: yes unless FLEET_BROKER_URL is set)."),
     ] = None,
     output: Output = None,
+    max_failures: MaxFailures = None,
     *,
     options: JobOptions,
 ) -> None:
-    """Run INPUT end to end: embedded broker and SQLite unless configured, local workers."""
-    from producer.runner import LocalFleet, run_job
+    """Run INPUT end to end: embedded broker and SQLite unless configured, local workers.
+
+    Exits 1 when the run did not complete, when every result failed, or when more
+    failed than --max-failures allows; 130 on Ctrl-C, saying how to resume.
+    """
+    from producer.runner import LocalFleet, RunInterrupted, run_job
+    from producer.verdict import parse_limit
 
     settings = load_settings()
+    limit = parse_limit(max_failures)
     input_path, options = _with_run_file(input_path, options)
     config = run_config(settings, options)
     spawn = local_workers if local_workers is not None else settings.broker_url is None
-    with LocalFleet(
-        settings, workers=workers, spawn_workers=spawn, queue=options.queue, console=console
-    ) as fleet:
-        outcome = run_job(
-            fleet,
-            input_path=input_path,
-            config=config,
-            output_dir=output,
-            skip_invalid=options.skip_invalid,
-            reference_field=options.reference_field,
-        )
-    _report(outcome)
+    try:
+        with LocalFleet(
+            settings, workers=workers, spawn_workers=spawn, queue=options.queue, console=console
+        ) as fleet:
+            outcome = run_job(
+                fleet,
+                input_path=input_path,
+                config=config,
+                output_dir=output,
+                skip_invalid=options.skip_invalid,
+                reference_field=options.reference_field,
+            )
+    except RunInterrupted as stop:
+        _interrupted(settings, stop, workers=workers, output=output)
+    _report(settings, outcome, limit)
 
 
 @app.command()
-def resume(run_ref: RunRef = LATEST, workers: Workers = 1, output: Output = None) -> None:
+def resume(
+    run_ref: RunRef = LATEST,
+    workers: Workers = 1,
+    output: Output = None,
+    max_failures: MaxFailures = None,
+) -> None:
     """Re-publish the work orders of every slice not done (after a crash or Ctrl-C).
 
     With FLEET_BROKER_URL set, the fleet's workers take them. Without it (a run started
     by `fleet run` on the embedded default), the embedded broker and local workers are
     started again, the run is seen through, and its results are written.
     """
+    from producer.verdict import parse_limit
+
     settings = load_settings()
-    see_through(settings, run_ref=run_ref, workers=workers, output=output)
+    limit = parse_limit(max_failures)
+    see_through(settings, run_ref=run_ref, workers=workers, output=output, limit=limit)
 
 
-def see_through(settings: Settings, *, run_ref: str, workers: int, output: Path | None) -> None:
+def see_through(
+    settings: Settings,
+    *,
+    run_ref: str,
+    workers: int,
+    output: Path | None,
+    limit: FailureLimit | None = None,
+) -> None:
     """Send the work orders a run still owes; without a broker, also run them to the end.
 
     With FLEET_BROKER_URL set, the fleet's workers take them. Without it, the embedded
@@ -131,7 +164,7 @@ def see_through(settings: Settings, *, run_ref: str, workers: int, output: Path 
     """
     from common.celery_app import create_app
     from common.publish import resume_run
-    from producer.runner import LocalFleet, resume_job
+    from producer.runner import LocalFleet, RunInterrupted, resume_job
 
     if settings.broker_url is not None:
         db = make_engine(settings.sqlalchemy_url)
@@ -140,11 +173,14 @@ def see_through(settings: Settings, *, run_ref: str, workers: int, output: Path 
         )
         errors.print(f"run {run_id}: {sent} work order(s) sent")
         return
-    with LocalFleet(
-        settings, workers=workers, spawn_workers=True, queue=DEFAULT_QUEUE, console=console
-    ) as fleet:
-        outcome = resume_job(fleet, run_ref=run_ref, output_dir=output)
-    _report(outcome)
+    try:
+        with LocalFleet(
+            settings, workers=workers, spawn_workers=True, queue=DEFAULT_QUEUE, console=console
+        ) as fleet:
+            outcome = resume_job(fleet, run_ref=run_ref, output_dir=output)
+    except RunInterrupted as stop:
+        _interrupted(settings, stop, workers=workers, output=output)
+    _report(settings, outcome, limit)
 
 
 def _with_run_file(input_path: Path | None, options: JobOptions) -> tuple[Path | None, JobOptions]:
@@ -157,12 +193,63 @@ def _with_run_file(input_path: Path | None, options: JobOptions) -> tuple[Path |
     return file_input, options
 
 
-def _report(outcome: RunOutcome) -> None:
+def _report(settings: Settings, outcome: RunOutcome, limit: FailureLimit | None) -> None:
+    """The summary on stdout; exit 1 with the cause on stderr when the run failed."""
+    from common.db import session_scope
+    from common.queries import failure_causes
+    from producer.verdict import failure_verdict
+
     _print_summary(outcome.overall)
     console.print(f"results: {outcome.jsonl} ({outcome.records} records)")
     console.print(f"summary: {outcome.summary}")
-    if outcome.status != "completed":
-        raise typer.Exit(1)
+    overall = outcome.overall
+    why = failure_verdict(
+        status=outcome.status,
+        ok=int(overall.get("results_ok", 0)),
+        failed=int(overall.get("results_failed", 0)),
+        limit=limit,
+    )
+    if why is None:
+        return
+    errors.print(f"[red]run {outcome.run_id} failed:[/red] {why}", highlight=False, soft_wrap=True)
+    with session_scope(make_engine(settings.sqlalchemy_url)) as session:
+        causes = failure_causes(session, run_id=outcome.run_id)
+    for kind, count, message in causes:
+        errors.print(
+            f"  {count} x {kind}: {_first_line(message)}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    raise typer.Exit(1)
+
+
+def _first_line(message: str, width: int = 300) -> str:
+    line = message.strip().splitlines()[0] if message.strip() else "(no message)"
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def _interrupted(
+    settings: Settings, stop: RunInterrupted, *, workers: int, output: Path | None
+) -> NoReturn:
+    """After Ctrl-C: how far the run got (its done slices) and the command that finishes it."""
+    from producer.status import read_progress
+
+    run_id, state = read_progress(make_engine(settings.sqlalchemy_url), stop.run_id)
+    command = f"fleet resume {run_id}"
+    if workers != 1:
+        command += f" --workers {workers}"
+    if output is not None:
+        command += f" --output {output}"
+    errors.print(
+        f"interrupted: run {run_id} has {state.slices_done} of {state.slices_total} slices done "
+        f"({state.done} of {state.expected} results: ok {state.ok}, failed {state.failed}); "
+        f"nothing stored is lost. To finish it: {command}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(130)
 
 
 def _print_summary(overall: dict[str, float]) -> None:

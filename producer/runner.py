@@ -31,7 +31,7 @@ from common.runconfig import RunConfig
 from common.settings import Settings
 from producer.diskspace import low_message, measure, naming_a_full_disk, require_space
 from producer.embedded import EmbeddedBroker
-from producer.enqueue import create_run
+from producer.enqueue import Enqueued, create_run
 from producer.export import write_json, write_jsonl
 from producer.launcher import LocalWorkers
 from producer.status import watch
@@ -193,25 +193,35 @@ class LocalFleet:
             ) from error
 
 
-def run_job(
-    fleet: LocalFleet,
+def create_job(
+    settings: Settings,
     *,
     input_path: Path | None,
     config: RunConfig,
-    output_dir: Path | None,
+    queue: str,
     skip_invalid: bool = False,
     reference_field: str | None = None,
-) -> RunOutcome:
-    """Create the run, publish its slices, and see it through."""
-    with naming_a_full_disk(fleet.settings.state_dir, then="run the command again"):
-        enqueued = create_run(
-            fleet.db,
+) -> Enqueued:
+    """Validate every input and store the run in SQL, before the broker or a worker starts.
+
+    A bad record, a missing file or a scorer without its reference field stops the
+    command here, with nothing started and nothing stored.
+    """
+    if settings.broker_url is None:
+        private_dir(settings.state_dir)
+    with naming_a_full_disk(settings.state_dir, then="run the command again"):
+        return create_run(
+            make_engine(settings.sqlalchemy_url),
             input_path=input_path,
             config=config,
-            queue=fleet.queue,
+            queue=queue,
             skip_invalid=skip_invalid,
             reference_field=reference_field,
         )
+
+
+def run_job(fleet: LocalFleet, *, enqueued: Enqueued, output_dir: Path | None) -> RunOutcome:
+    """Publish a stored run's slices, and see it through."""
     publish_run(fleet.db, fleet.app, run_id=enqueued.run_id)
     fleet.console.print(
         f"run {enqueued.run_id}: {enqueued.items} items ({enqueued.rejected} rejected), "

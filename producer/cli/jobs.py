@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -9,7 +11,7 @@ import typer
 
 from common.constants import DEFAULT_QUEUE, LATEST
 from common.db import make_engine
-from common.errors import ConfigError
+from common.errors import ConfigError, FleetError
 from common.settings import Settings
 from producer.cli.app import app, console, errors, load_settings
 from producer.cli.options import JobOptions, job_command, run_config
@@ -59,12 +61,14 @@ def enqueue(
     from common.celery_app import create_app
     from common.publish import publish_run
     from producer.enqueue import create_run
+    from producer.model_check import check_run_models
 
     settings = load_settings()
     if settings.broker_url is None:
         raise ConfigError("FLEET_BROKER_URL is not set (use `fleet run` for the embedded mode)")
     input_path, options = _with_run_file(input_path, options)
     config = run_config(settings, options)
+    check_run_models(config)
     db = make_engine(settings.sqlalchemy_url)
     enqueued = create_run(
         db,
@@ -104,26 +108,32 @@ def run(
     Exits 1 when the run did not complete, when every result failed, or when more
     failed than --max-failures allows; 130 on Ctrl-C, saying how to resume.
     """
-    from producer.runner import LocalFleet, RunInterrupted, run_job
+    from producer.model_check import check_run_models
+    from producer.runner import LocalFleet, RunInterrupted, create_job, run_job
     from producer.verdict import parse_limit
 
     settings = load_settings()
     limit = parse_limit(max_failures)
     input_path, options = _with_run_file(input_path, options)
     config = run_config(settings, options)
+    check_run_models(config)
+    enqueued = create_job(
+        settings,
+        input_path=input_path,
+        config=config,
+        queue=options.queue,
+        skip_invalid=options.skip_invalid,
+        reference_field=options.reference_field,
+    )
     spawn = local_workers if local_workers is not None else settings.broker_url is None
     try:
-        with LocalFleet(
-            settings, workers=workers, spawn_workers=spawn, queue=options.queue, console=console
-        ) as fleet:
-            outcome = run_job(
-                fleet,
-                input_path=input_path,
-                config=config,
-                output_dir=output,
-                skip_invalid=options.skip_invalid,
-                reference_field=options.reference_field,
-            )
+        with (
+            _stored_run_named(enqueued.run_id),
+            LocalFleet(
+                settings, workers=workers, spawn_workers=spawn, queue=options.queue, console=console
+            ) as fleet,
+        ):
+            outcome = run_job(fleet, enqueued=enqueued, output_dir=output)
     except RunInterrupted as stop:
         _interrupted(settings, stop, workers=workers, output=output)
     _report(settings, outcome, limit)
@@ -181,6 +191,17 @@ def see_through(
     except RunInterrupted as stop:
         _interrupted(settings, stop, workers=workers, output=output)
     _report(settings, outcome, limit)
+
+
+@contextmanager
+def _stored_run_named(run_id: str) -> Iterator[None]:
+    """A fleet that fails to start leaves the stored run: say how to start it later."""
+    try:
+        yield
+    except FleetError as error:
+        if "fleet resume" not in str(error):
+            errors.print(f"run {run_id} is stored; once this is fixed: fleet resume {run_id}")
+        raise
 
 
 def _with_run_file(input_path: Path | None, options: JobOptions) -> tuple[Path | None, JobOptions]:

@@ -60,6 +60,7 @@ class Progress:
     slices_done: int
     slices_total: int
     started_at: datetime | None
+    finished_at: datetime | None = None
 
     @property
     def done(self) -> int:
@@ -67,9 +68,10 @@ class Progress:
 
     @property
     def elapsed_s(self) -> float:
+        """Seconds from the start to the finish, or to now while the run goes on."""
         if self.started_at is None:
             return 0.0
-        return max((utcnow() - self.started_at).total_seconds(), 0.0)
+        return max(((self.finished_at or utcnow()) - self.started_at).total_seconds(), 0.0)
 
 
 def progress(session: Session, *, run_id: str) -> Progress:
@@ -86,6 +88,7 @@ def progress(session: Session, *, run_id: str) -> Progress:
         slices_done=run.slices_done,
         slices_total=run.slice_count,
         started_at=run.started_at,
+        finished_at=run.finished_at,
     )
 
 

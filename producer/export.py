@@ -79,7 +79,7 @@ def summary(db: Engine, *, run_ref: str) -> dict[str, Any]:
     """The run, its config and statistics; computed live when the run is not finished."""
     with session_scope(db) as session:
         run = resolve_run(session, run_ref)
-        stats = _statistics(session, run)
+        nested = nest(_statistics(session, run))
         lanes = lanes_of(session, run_id=run.id)
         return {
             "run": {
@@ -93,13 +93,17 @@ def summary(db: Engine, *, run_ref: str) -> dict[str, Any]:
                 "finalize_count": run.finalize_count,
                 "statistics_final": run.status == RunStatus.completed,
             },
-            "config": run.config,
+            "config": {
+                **run.config,
+                "created_at": _iso(run.created_at),
+                "start_time": _iso(run.started_at),
+            },
             "lanes": [
                 {"index": lane.index, "model": lane.model, "permutation": lane.permutation}
                 for lane in lanes
             ],
-            "statistics": nest(stats),
-            **evaluation_blocks(run, lanes, nest(stats)),
+            "statistics": nested,
+            **evaluation_blocks(run, lanes, nested),
         }
 
 

@@ -29,6 +29,7 @@ from common.errors import FleetError
 from common.publish import publish_run, resume_run
 from common.runconfig import RunConfig
 from common.settings import Settings
+from common.stats import Figures
 from producer.diskspace import low_message, measure, naming_a_full_disk, require_space
 from producer.embedded import EmbeddedBroker
 from producer.enqueue import Enqueued, create_run
@@ -65,7 +66,9 @@ class RunOutcome:
     jsonl: Path
     summary: Path
     #: The ``overall`` statistics as written to ``summary``.
-    overall: dict[str, float]
+    overall: Figures
+    #: How an item's lanes combine (``--aggregate``): says what ``correct`` counts.
+    aggregate: str
 
 
 class LocalFleet:
@@ -167,7 +170,8 @@ class LocalFleet:
         records = write_jsonl(self.db, run_ref=run_id, path=jsonl)
         document = write_json(self.db, run_ref=run_id, path=summary)
         overall = document["statistics"].get("overall", {})
-        return RunOutcome(run_id, final.status, records, jsonl, summary, overall)
+        aggregate = document["overall_results"]["aggregate"]
+        return RunOutcome(run_id, final.status, records, jsonl, summary, overall, aggregate)
 
     def _tend_broker(self, resume: str) -> None:
         """Start the embedded server again if it died; BrokerGone when it keeps dying."""

@@ -17,6 +17,7 @@ from producer.cli.app import app, console, errors, load_settings
 from producer.cli.options import JobOptions, job_command, run_config
 
 if TYPE_CHECKING:
+    from common.stats import Figures
     from producer.runner import RunInterrupted, RunOutcome
     from producer.verdict import FailureLimit
 
@@ -220,14 +221,14 @@ def _report(settings: Settings, outcome: RunOutcome, limit: FailureLimit | None)
     from common.queries import failure_causes
     from producer.verdict import failure_verdict
 
-    _print_summary(outcome.overall)
+    _print_summary(outcome.overall, outcome.aggregate)
     console.print(f"results: {outcome.jsonl} ({outcome.records} records)")
     console.print(f"summary: {outcome.summary}")
     overall = outcome.overall
     why = failure_verdict(
         status=outcome.status,
-        ok=int(overall.get("results_ok", 0)),
-        failed=int(overall.get("results_failed", 0)),
+        ok=int(overall.get("results_ok") or 0),
+        failed=int(overall.get("results_failed") or 0),
         limit=limit,
     )
     if why is None:
@@ -273,7 +274,7 @@ def _interrupted(
     raise typer.Exit(130)
 
 
-def _print_summary(overall: dict[str, float]) -> None:
+def _print_summary(overall: Figures, aggregate: str) -> None:
     shown = (
         "results",
         "results_ok",
@@ -283,10 +284,23 @@ def _print_summary(overall: dict[str, float]) -> None:
         "latency_p95_s",
         "tokens_per_s",
         "items_per_s",
+        "results_per_s",
+        "active_time_s",
         "wall_time_s",
     )
-    console.print("  ".join(f"{name}={overall.get(name, 0):.4g}" for name in shown))
-    if "accuracy" in overall:  # a scored run: items right after --aggregate, of items scored
+    console.print("  ".join(f"{name}={_figure(overall.get(name))}" for name in shown))
+    if "accuracy" not in overall:
+        return
+    accuracy, correct, total = (
+        _figure(overall.get(name)) for name in ("accuracy", "correct", "total")
+    )
+    if aggregate == "mean":  # a sum of scores, not a count of items right
+        console.print(f"accuracy={accuracy} (mean score of {total} items; scores sum to {correct})")
+    else:
         console.print(
-            f"accuracy={overall['accuracy']:.4g} ({overall['correct']:g} of {overall['total']:g})"
+            f"accuracy={accuracy} ({correct} of {total} items right, --aggregate {aggregate})"
         )
+
+
+def _figure(value: float | int | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"

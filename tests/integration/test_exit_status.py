@@ -31,6 +31,10 @@ def test_every_result_failed_exits_1_naming_the_cause(tmp_path: Path) -> None:
     assert "4 x engine" in done.stderr
     assert "fail marker" in done.stderr
     assert (tmp_path / "out" / "results.jsonl").exists()  # the results are written all the same
+    overall = json.loads((tmp_path / "out" / "summary.json").read_text())["statistics"]["overall"]
+    assert overall["latency_mean_s"] is None  # no answer succeeded: no latency, not 0
+    assert overall["latency_p95_s"] is None
+    assert "latency_mean_s=n/a" in done.stdout
 
 
 @pytest.mark.parametrize(

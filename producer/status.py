@@ -86,6 +86,8 @@ def watch(
     uses it to notice that its local workers died).
     """
     run_id, state = read_progress(db, run_ref)
+    if not console.is_terminal:
+        return _watch_plain(db, run_id, state, console=console, poll_s=poll_s, check=check)
     columns = (
         TextColumn(f"[bold]{run_id}"),
         BarColumn(bar_width=20),
@@ -104,6 +106,45 @@ def watch(
                 check()
             time.sleep(poll_s)
             _, state = read_progress_patiently(db, run_id, console=console)
+
+
+#: Seconds between two progress lines when the output is no terminal (a log, a pipe).
+PLAIN_EVERY_S = 10.0
+
+
+def progress_line(run_id: str, state: RunProgress) -> str:
+    """``RUN done/total (pct) status ok N failed N rate/s ETA``: one line of a log."""
+    share = f" ({state.done / state.expected:.0%})" if state.expected else ""
+    rate = state.done / state.elapsed_s if state.elapsed_s else 0.0
+    left = state.expected - state.done
+    eta = f"ETA {left / rate:.0f}s" if rate and left > 0 and state.status not in TERMINAL else ""
+    return f"{run_id} {state.done}/{state.expected}{share} {describe(state)} {eta}".rstrip()
+
+
+def _watch_plain(
+    db: Engine,
+    run_id: str,
+    state: RunProgress,
+    *,
+    console: Console,
+    poll_s: float,
+    check: Callable[[], None] | None,
+    every_s: float = PLAIN_EVERY_S,
+) -> RunProgress:
+    """Plain progress lines, one every ``every_s`` and one at the end, flushed as they go."""
+    printed_at: float | None = None
+    while True:
+        now = time.monotonic()
+        if state.status in TERMINAL or printed_at is None or now - printed_at >= every_s:
+            console.print(progress_line(run_id, state), highlight=False, soft_wrap=True)
+            console.file.flush()
+            printed_at = now
+        if state.status in TERMINAL:
+            return state
+        if check is not None:
+            check()
+        time.sleep(poll_s)
+        _, state = read_progress_patiently(db, run_id, console=console)
 
 
 def runs_table(db: Engine, *, limit: int = 20) -> Table:

@@ -60,6 +60,7 @@ class Progress:
     slices_done: int
     slices_total: int
     started_at: datetime | None
+    finished_at: datetime | None = None
 
     @property
     def done(self) -> int:
@@ -67,9 +68,10 @@ class Progress:
 
     @property
     def elapsed_s(self) -> float:
+        """Seconds from the start to the finish, or to now while the run goes on."""
         if self.started_at is None:
             return 0.0
-        return max((utcnow() - self.started_at).total_seconds(), 0.0)
+        return max(((self.finished_at or utcnow()) - self.started_at).total_seconds(), 0.0)
 
 
 def progress(session: Session, *, run_id: str) -> Progress:
@@ -86,7 +88,27 @@ def progress(session: Session, *, run_id: str) -> Progress:
         slices_done=run.slices_done,
         slices_total=run.slice_count,
         started_at=run.started_at,
+        finished_at=run.finished_at,
     )
+
+
+def failure_causes(session: Session, *, run_id: str, limit: int = 3) -> list[tuple[str, int, str]]:
+    """The commonest error kinds of a run's failed results: (kind, count, one message).
+
+    Read once, when a run ends with failures, to say why on stderr.
+    """
+    rows = session.execute(
+        sa.select(
+            col(Result.error_kind),
+            sa.func.count(),
+            sa.func.min(col(Result.error_message)),
+        )
+        .where(col(Result.run_id) == run_id, sa.not_(col(Result.ok)))
+        .group_by(col(Result.error_kind))
+        .order_by(sa.func.count().desc(), col(Result.error_kind))
+        .limit(limit)
+    ).all()
+    return [(str(kind), int(count), message or "") for kind, count, message in rows]
 
 
 def iter_results(

@@ -8,6 +8,7 @@ and PostgreSQL can both answer with ORDER BY ... OFFSET.
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +16,22 @@ from sqlalchemy import ColumnElement, Integer, cast, func, select
 from sqlmodel import Session, col
 
 from common.evaluation import evaluation_statistics
-from common.models import Result, Run, Stat, elapsed_s
+from common.models import Result, Run, Slice, Stat, elapsed_s
+
+#: Figures that count something: written to JSON as integers.
+COUNT_METRICS = frozenset(
+    {
+        "items", "lanes", "expected_results", "results", "results_ok", "results_failed",
+        "rejected_items", "tokens_in", "tokens_out", "processed", "successes", "errors",
+        "correct", "total",
+    }
+)  # fmt: skip
+
+#: One scope's figures as JSON shows them.
+Figures = dict[str, float | int | None]
+
+#: Latency figures of the answers that succeeded (absent, null in JSON, when none did).
+LATENCY_METRICS = ("latency_mean_s", "latency_p50_s", "latency_p95_s")
 
 # Scopes of a ``Stat``: overall, lane:<i>, worker:<name>, and for a scored run
 # model:<name>, permutation:<spec>, dataset:<name>, batch:<i>.
@@ -58,9 +74,9 @@ def _overall(session: Session, run: Run, of_run: ColumnElement[bool]) -> list[St
             func.max(Result.created_at),
         ).where(of_run)
     ).one()
-    mean, p50, p95 = _latency(session, of_run & col(Result.ok))
     wall = elapsed_s(run.started_at, last)
-    figures = {
+    active = active_s(_slice_spans(session, run.id))
+    figures: dict[str, float] = {
         "items": run.item_count,
         "lanes": run.lane_count,
         "expected_results": run.item_count * run.lane_count,
@@ -69,16 +85,51 @@ def _overall(session: Session, run: Run, of_run: ColumnElement[bool]) -> list[St
         "results_failed": count - ok,
         "rejected_items": run.rejected_count,
         "success_rate": ratio(ok, count),
-        "latency_mean_s": mean,
-        "latency_p50_s": p50,
-        "latency_p95_s": p95,
         "tokens_in": tokens_in,
         "tokens_out": tokens_out,
         "wall_time_s": wall,
-        "tokens_per_s": ratio(tokens_out, wall),
-        "items_per_s": ratio(count, wall),
+        "active_time_s": active,
+        "tokens_per_s": ratio(tokens_out, active),
+        "results_per_s": ratio(count, active),
+        # Every item runs in every lane: an item is done once per lane.
+        "items_per_s": ratio(ratio(count, run.lane_count), active),
     }
+    # Latency of the answers that succeeded; none when nothing succeeded (no row: null).
+    latency = _latency(session, of_run & col(Result.ok))
+    if latency is not None:
+        figures |= dict(zip(LATENCY_METRICS, latency, strict=True))
     return [("overall", name, float(value)) for name, value in figures.items()]
+
+
+def _slice_spans(session: Session, run_id: str) -> list[tuple[datetime, datetime]]:
+    rows = session.execute(
+        select(col(Slice.started_at), col(Slice.finished_at)).where(
+            col(Slice.run_id) == run_id,
+            col(Slice.started_at).is_not(None),
+            col(Slice.finished_at).is_not(None),
+        )
+    ).all()
+    return [(start, end) for start, end in rows]
+
+
+def active_s(spans: list[tuple[datetime, datetime]]) -> float:
+    """Seconds covered by at least one span: the time in which the run had work in flight.
+
+    Overlapping slices count once; the idle gap before a ``fleet resume`` or ``fleet
+    retry`` counts not at all (a reopened slice's span is its new one).
+    """
+    total = 0.0
+    current: tuple[datetime, datetime] | None = None
+    for start, end in sorted(spans):
+        if current is not None and start <= current[1]:
+            current = (current[0], max(current[1], end))
+            continue
+        if current is not None:
+            total += elapsed_s(*current)
+        current = (start, end)
+    if current is not None:
+        total += elapsed_s(*current)
+    return total
 
 
 def _per_lane(session: Session, of_run: ColumnElement[bool]) -> list[Stat]:
@@ -126,17 +177,20 @@ def _per_worker(session: Session, of_run: ColumnElement[bool]) -> list[Stat]:
     return stats
 
 
-def _latency(session: Session, where: ColumnElement[bool]) -> tuple[float, float, float]:
+def _latency(session: Session, where: ColumnElement[bool]) -> tuple[float, float, float] | None:
+    """Mean, p50 and p95 latency of the rows ``where`` selects; None when there are none."""
     count, mean = session.execute(
-        select(func.count(), func.avg(Result.latency_s)).where(where)
+        select(func.count(col(Result.latency_s)), func.avg(Result.latency_s)).where(
+            where, col(Result.latency_s).is_not(None)
+        )
     ).one()
     if not count:
-        return 0.0, 0.0, 0.0
+        return None
 
     def at(quantile: float) -> float:
         value = session.execute(
             select(col(Result.latency_s))
-            .where(where)
+            .where(where, col(Result.latency_s).is_not(None))
             .order_by(col(Result.latency_s))
             .offset(nearest_rank_offset(count, quantile))
             .limit(1)
@@ -151,9 +205,19 @@ def _as_int(flag: Any) -> ColumnElement[int]:
     return cast(flag, Integer)
 
 
-def nest(stats: list[Stat]) -> dict[str, dict[str, float]]:
-    """Stats as ``{scope: {metric: value}}`` for JSON output."""
-    nested: dict[str, dict[str, float]] = {}
+def nest(stats: list[Stat]) -> dict[str, Figures]:
+    """Stats as ``{scope: {metric: value}}`` for JSON output.
+
+    Counts are integers (a RunStat stores every figure as a float); ``correct`` is a
+    count unless the run aggregates by ``mean``, where it is a sum of scores. The
+    latency figures of an ``overall`` block without one successful answer are null.
+    """
+    nested: dict[str, Figures] = {}
     for scope, metric, value in stats:
-        nested.setdefault(scope, {})[metric] = value
+        figures = nested.setdefault(scope, {})
+        figures[metric] = int(value) if metric in COUNT_METRICS and value.is_integer() else value
+    overall = nested.get("overall")
+    if overall is not None and "results" in overall:
+        for metric in LATENCY_METRICS:
+            overall.setdefault(metric, None)
     return nested

@@ -105,6 +105,7 @@ def check_lanes(
                     record_text(template, permutation.payload(entry.payload))
                 except (ValueError, KeyError, TypeError) as error:
                     message = f"permutation {permutation.spec}: {error}"
-                    entry = Rejected(entry.line_no, "", InputError(path, entry.line_no, message))
+                    refusal = InputError(path, entry.line_no, message)
+                    entry = Rejected(entry.line_no, "", refusal, entry.payload.get("id"))
                     break
         yield entry

@@ -18,6 +18,7 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from common.errors import ConfigError
 from common.settings import Settings
 from producer.gpus import detect_gpus
 from producer.valkey import redis_client_url
@@ -113,22 +114,17 @@ def check_gpus(*, require: bool) -> Check:
 
 
 def check_model(model: str) -> Check:
-    """A local checkpoint (or a cached hub id) whose config and tokenizer load offline."""
-    path = Path(model).expanduser()
-    if path.exists() and not (path / "config.json").is_file():
-        return Check("model", Level.fail, f"{path} has no config.json: not a checkpoint folder")
-    try:
-        from transformers import AutoConfig, AutoTokenizer
+    """The model as ``fleet run --model`` takes it (a training run's folder: its latest
+    ``step_N``) loads its config and tokenizer, offline first."""
+    from producer.checkpoints import model_ref
+    from producer.model_check import check_model as load_check
 
-        config = AutoConfig.from_pretrained(
-            str(path if path.exists() else model), local_files_only=True
-        )
-        AutoTokenizer.from_pretrained(str(path if path.exists() else model), local_files_only=True)
-    except (OSError, ValueError) as error:
-        first = str(error).splitlines()[0]
-        return Check("model", Level.fail, f"{model} does not load offline: {first}")
-    context = getattr(config, "max_position_embeddings", "?")
-    return Check("model", Level.ok, f"{model}: {config.model_type}, context {context}")
+    try:
+        info = load_check(model_ref("hf", model))
+    except ConfigError as error:
+        return Check("model", Level.fail, str(error))
+    context = info.context if info.context is not None else "?"
+    return Check("model", Level.ok, f"{info.ref}: {info.model_type}, context {context}")
 
 
 def check_versions() -> Check:

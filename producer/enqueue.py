@@ -80,6 +80,8 @@ def create_run(
     pinned to one model; else all go to ``queue``.
     """
     reference_field = reference_field or config.reference_field
+    if config.from_run is not None:  # stored by id: ``latest`` names another run tomorrow
+        config = config.model_copy(update={"from_run": source_run_id(db, config.from_run)})
     datasets = open_datasets(
         db, input_path=input_path, config=config, reference_field=reference_field
     )
@@ -230,12 +232,14 @@ def _insert_records(
 
 def _item_row(run_id: str, seq: int, entry: InputRecord | Rejected, dataset: str) -> dict[str, Any]:
     if isinstance(entry, Rejected):
+        # A rejected record keeps its own id when it has a usable one.
+        own_id = entry.record_id
         return {
             "run_id": run_id,
             "seq": seq,
-            "custom_id": f"line-{entry.line_no}",
+            "custom_id": f"line-{entry.line_no}" if own_id is None else str(own_id),
             "line_no": entry.line_no,
-            "payload": {"raw": entry.raw},
+            "payload": {"raw": entry.raw} if own_id is None else {"id": own_id, "raw": entry.raw},
             "prompt": None,
             "reference": None,
             "reject_reason": str(entry.error),

@@ -15,11 +15,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from common.models import Lane, Run
+from common.stats import Figures
+
+#: What a ``batch_results`` entry's ``time_seconds`` measures.
+BATCH_TIME = (
+    "wall seconds from the first claim to the last finish of the batch's slices (one per "
+    "lane); batches run side by side, so their times overlap and do not add up to the run's"
+)
 
 
-def evaluation_blocks(
-    run: Run, lanes: Sequence[Lane], stats: dict[str, dict[str, float]]
-) -> dict[str, Any]:
+def evaluation_blocks(run: Run, lanes: Sequence[Lane], stats: dict[str, Figures]) -> dict[str, Any]:
     """``batch_results``, ``overall_results`` and the per-scope blocks."""
     overall = stats.get("overall", {})
     batches = sorted(
@@ -28,6 +33,7 @@ def evaluation_blocks(
         if scope.startswith("batch:")
     )
     return {
+        "batch_results_time": BATCH_TIME,
         "batch_results": [
             {"batch_idx": index, **_accuracy(figures), "time_seconds": figures.get("time_seconds")}
             for index, figures in batches
@@ -53,7 +59,7 @@ def evaluation_blocks(
     }
 
 
-def _scoped(stats: dict[str, dict[str, float]], prefix: str) -> dict[str, dict[str, Any]]:
+def _scoped(stats: dict[str, Figures], prefix: str) -> dict[str, dict[str, Any]]:
     return {
         scope[len(prefix) :]: _accuracy(figures)
         for scope, figures in stats.items()
@@ -61,7 +67,7 @@ def _scoped(stats: dict[str, dict[str, float]], prefix: str) -> dict[str, dict[s
     }
 
 
-def _accuracy(figures: dict[str, float]) -> dict[str, Any]:
+def _accuracy(figures: Figures) -> dict[str, Any]:
     total = figures.get("total")
     return {
         "correct": figures.get("correct"),

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from common.constants import IDENTITY
 from common.db import session_scope
+from common.errors import ConfigError
 from common.models import Item, Result, Run, RunStatus
 from common.queries import iter_results, lanes_of, resolve_run, stored_stats
 from common.stats import nest, run_statistics
@@ -60,10 +61,17 @@ def _evaluation_fields(item: Item) -> dict[str, Any]:
 
 
 def write_jsonl(db: Engine, *, run_ref: str, path: Path) -> int:
-    """Write one record per item and lane, in input order; returns the count."""
+    """Write one record per item and lane, in input order, to ``path``; returns the count."""
+    refuse_other_kind(path, "jsonl")
     path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+        return stream_jsonl(db, run_ref=run_ref, out=out)
+
+
+def stream_jsonl(db: Engine, *, run_ref: str, out: TextIO) -> int:
+    """Write one record per item and lane, in input order, to ``out``; returns the count."""
     count = 0
-    with session_scope(db) as session, path.open("w", encoding="utf-8") as out:
+    with session_scope(db) as session:
         run = resolve_run(session, run_ref)
         lanes = {lane.index: lane for lane in lanes_of(session, run_id=run.id)}
         for item, index, result in iter_results(session, run_id=run.id):
@@ -75,11 +83,45 @@ def write_jsonl(db: Engine, *, run_ref: str, path: Path) -> int:
     return count
 
 
+def refuse_other_kind(path: Path, kind: str) -> None:
+    """ConfigError when ``path`` holds something else than a ``kind`` export.
+
+    A summary never lands on a results file, nor results on a summary: an export
+    replaces only a file of its own kind (or an empty one).
+    """
+    found = file_kind(path)
+    if found is None or found == kind:
+        return
+    names = {"jsonl": "results (jsonl)", "json": "a summary (json)", "other": "something else"}
+    raise ConfigError(
+        f"{path} holds {names[found]}; not overwriting it with {names[kind]}: give another "
+        "-o, or remove the file first"
+    )
+
+
+def file_kind(path: Path) -> str | None:
+    """``jsonl``, ``json`` or ``other`` by the first line of an existing file; None if none."""
+    if not path.exists():
+        return None
+    if not path.is_file():
+        return "other"
+    with path.open("rb") as stream:
+        first = stream.readline(1 << 20).strip()
+    if not first:
+        return None if path.stat().st_size == 0 else "other"
+    if first == b"{":
+        return "json"  # the summary is indented: its first line is its opening brace
+    try:
+        return "jsonl" if isinstance(json.loads(first), dict) else "other"
+    except ValueError:
+        return "other"
+
+
 def summary(db: Engine, *, run_ref: str) -> dict[str, Any]:
     """The run, its config and statistics; computed live when the run is not finished."""
     with session_scope(db) as session:
         run = resolve_run(session, run_ref)
-        stats = _statistics(session, run)
+        nested = nest(_statistics(session, run))
         lanes = lanes_of(session, run_id=run.id)
         return {
             "run": {
@@ -93,21 +135,30 @@ def summary(db: Engine, *, run_ref: str) -> dict[str, Any]:
                 "finalize_count": run.finalize_count,
                 "statistics_final": run.status == RunStatus.completed,
             },
-            "config": run.config,
+            "config": {
+                **run.config,
+                "created_at": _iso(run.created_at),
+                "start_time": _iso(run.started_at),
+            },
             "lanes": [
                 {"index": lane.index, "model": lane.model, "permutation": lane.permutation}
                 for lane in lanes
             ],
-            "statistics": nest(stats),
-            **evaluation_blocks(run, lanes, nest(stats)),
+            "statistics": nested,
+            **evaluation_blocks(run, lanes, nested),
         }
 
 
 def write_json(db: Engine, *, run_ref: str, path: Path) -> dict[str, Any]:
+    refuse_other_kind(path, "json")
     document = summary(db, run_ref=run_ref)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.write_text(summary_text(document), encoding="utf-8")
     return document
+
+
+def summary_text(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
 def _statistics(session: Session, run: Run) -> list[tuple[str, str, float]]:

@@ -57,6 +57,8 @@ class Rejected:
     line_no: int
     raw: str
     error: InputError
+    #: The record's own id when it has a usable one (its export keeps it), else None.
+    record_id: str | int | None = None
 
 
 class RecordReader:
@@ -102,7 +104,12 @@ class RecordReader:
                     continue
                 yield self._record(line_no, raw)
             except InputError as error:
-                yield Rejected(line_no, _shown(raw[:RAW_KEPT].decode("utf-8", "replace")), error)
+                shown = _shown(raw[:RAW_KEPT].decode("utf-8", "replace"))
+                yield Rejected(line_no, shown, error, _record_id(raw, size, error, self))
+
+    def seen_first(self, custom_id: str) -> bool:
+        """Whether ``custom_id`` is not yet taken by an earlier record of the file."""
+        return custom_id not in self._seen
 
     def _fail(self, line_no: int, message: str, field: str | None = None) -> InputError:
         return InputError(str(self.path), line_no, message, field)
@@ -273,3 +280,17 @@ def _join(where: str, key: str) -> str:
 def _shown(text: str) -> str:
     """``text`` safe to print and store: NULs and lone surrogates as escapes."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
+
+
+def _record_id(raw: bytes, size: int, error: InputError, reader: RecordReader) -> str | int | None:
+    """A rejected line's own id, when it parses and the id is usable and not taken."""
+    if error.field == "id" or size > reader.max_line_bytes:
+        return None
+    try:
+        record = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    value = record.get("id") if isinstance(record, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+        return None
+    return value if reader.seen_first(str(value)) else None

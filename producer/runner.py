@@ -10,19 +10,17 @@ restarted (``producer.launcher``), so is the embedded server (its append-only fi
 keeps the queue; the workers reconnect), and a full disk under the state directory
 stops the run with those words and the ``fleet resume`` command, never a silent hang.
 
-Start-up is arranged so that the slow part, a worker process importing torch and
-loading the model, starts first and overlaps everything else: the embedded server
-comes up, the first worker is spawned with the run's model to preload
-(``preload_env``), and only then does this process import SQL and Celery, validate
-the input and enqueue. The heavy modules are imported inside the methods that need
-them, so the worker is spawned a fraction of a second after the command starts. A
-run never gets more local workers than it has slices (``local_worker_count``).
+Order of a run: every input is validated and the run stored in SQL first
+(``create_job``: a bad record, a missing file, a model that cannot be found stops
+the command before anything starts), then the embedded server comes up and the
+workers are spawned with the run's model to preload (``preload_env``), as many as
+the run has slices and no more, while this process publishes the orders. The heavy
+modules are imported inside the functions that need them.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import threading
 import time
@@ -37,6 +35,7 @@ from rich.console import Console
 from common.errors import FleetError
 from common.runconfig import RunConfig
 from common.settings import Settings
+from common.stats import Figures
 from producer.diskspace import low_message, measure, naming_a_full_disk, require_space
 from producer.embedded import EmbeddedBroker
 from producer.launcher import LocalWorkers
@@ -45,6 +44,8 @@ from producer.valkey import private_dir
 if TYPE_CHECKING:
     from celery import Celery
     from sqlalchemy import Engine
+
+    from producer.enqueue import Enqueued
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,14 @@ class BrokerGone(FleetError):
     """The embedded server keeps dying, or cannot be started again."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) while a run was watched: the run it left, to report and resume."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     run_id: str
@@ -77,7 +86,9 @@ class RunOutcome:
     jsonl: Path
     summary: Path
     #: The ``overall`` statistics as written to ``summary``.
-    overall: dict[str, float]
+    overall: Figures
+    #: How an item's lanes combine (``--aggregate``): says what ``correct`` counts.
+    aggregate: str
 
 
 class LocalFleet:
@@ -179,8 +190,11 @@ class LocalFleet:
                     f"the run can be resumed with: {resume}"
                 )
 
-        with naming_a_full_disk(settings.state_dir, then=resume):
-            final = watch(self.db, run_id, console=self.console, check=check)
+        try:
+            with naming_a_full_disk(settings.state_dir, then=resume):
+                final = watch(self.db, run_id, console=self.console, check=check)
+        except KeyboardInterrupt as stop:
+            raise RunInterrupted(run_id) from stop
         self.end_idle_workers()
         out = output_dir or settings.state_dir / "runs" / run_id
         jsonl = out / "results.jsonl"
@@ -188,7 +202,8 @@ class LocalFleet:
         records = write_jsonl(self.db, run_ref=run_id, path=jsonl)
         document = write_json(self.db, run_ref=run_id, path=summary)
         overall = document["statistics"].get("overall", {})
-        return RunOutcome(run_id, final.status, records, jsonl, summary, overall)
+        aggregate = document["overall_results"]["aggregate"]
+        return RunOutcome(run_id, final.status, records, jsonl, summary, overall, aggregate)
 
     def end_idle_workers(self) -> None:
         """The run is over: end the local workers at once if none holds a task.
@@ -249,28 +264,40 @@ class LocalFleet:
             ) from error
 
 
-def run_job(
-    fleet: LocalFleet,
+def create_job(
+    settings: Settings,
     *,
     input_path: Path | None,
     config: RunConfig,
-    output_dir: Path | None,
+    queue: str,
     skip_invalid: bool = False,
     reference_field: str | None = None,
-) -> RunOutcome:
-    """Create the run, publish its slices, and see it through."""
-    from common.publish import publish_run
+) -> Enqueued:
+    """Validate every input and store the run in SQL, before the broker or a worker starts.
+
+    A bad record, a missing file or a scorer without its reference field stops the
+    command here, with nothing started and nothing stored.
+    """
+    from common.db import make_engine
     from producer.enqueue import create_run
 
-    with naming_a_full_disk(fleet.settings.state_dir, then="run the command again"):
-        enqueued = create_run(
-            fleet.db,
+    if settings.broker_url is None:
+        private_dir(settings.state_dir)
+    with naming_a_full_disk(settings.state_dir, then="run the command again"):
+        return create_run(
+            make_engine(settings.sqlalchemy_url),
             input_path=input_path,
             config=config,
-            queue=fleet.queue,
+            queue=queue,
             skip_invalid=skip_invalid,
             reference_field=reference_field,
         )
+
+
+def run_job(fleet: LocalFleet, *, enqueued: Enqueued, output_dir: Path | None) -> RunOutcome:
+    """Publish a stored run's slices, and see it through."""
+    from common.publish import publish_run
+
     publish_run(fleet.db, fleet.app, run_id=enqueued.run_id)
     fleet.console.print(
         f"run {enqueued.run_id}: {enqueued.items} items ({enqueued.rejected} rejected), "
@@ -291,8 +318,8 @@ def resume_job(fleet: LocalFleet, *, run_ref: str, output_dir: Path | None) -> R
 def preload_env(config: RunConfig) -> dict[str, str]:
     """``FLEET_PRELOAD_*`` for workers that will take ``config``'s first lane first.
 
-    The worker's pool process then loads that model as it starts, while the run is
-    still being validated and enqueued, and its first slice finds the model in hand
+    The worker's pool process then loads that model as it starts, while the run's
+    orders are published, and its first slice finds the model in hand
     (``worker.runtime``). Empty when the preloaded model could not be the one the
     run asks for (options the preload does not know), or the engine loads nothing.
     """
@@ -308,25 +335,6 @@ def preload_env(config: RunConfig) -> dict[str, str]:
         "FLEET_PRELOAD_ENGINE": config.engine,
         "FLEET_DTYPE": config.dtype,
     }
-
-
-def local_worker_count(requested: int, *, input_path: Path | None, config: RunConfig) -> int:
-    """``requested``, but never more than the run will have slices.
-
-    The slices are counted before the input is validated, from its lines: each
-    line is at most one item, so lanes x ceil(lines / slice size) is at least
-    the slice count. Inputs that are not files (``--from-run``, ``run:`` datasets)
-    are not counted: ``requested`` stands.
-    """
-    if requested <= 1 or config.from_run is not None:
-        return requested
-    paths = [input_path] if input_path is not None else []
-    paths += [Path(path) for path in config.datasets.values()]
-    if not paths or not all(path.is_file() for path in paths):
-        return requested
-    lines = sum(_count_lines(path) for path in paths)
-    slices = len(config.lanes()) * math.ceil(lines / config.slice_size)
-    return max(1, min(requested, slices))
 
 
 def _count_lines(path: Path) -> int:

@@ -92,6 +92,8 @@ def watch(
     moment after, not half a second after.
     """
     run_id, state = read_progress(db, run_ref)
+    if not console.is_terminal:
+        return _watch_plain(db, run_id, state, console=console, poll_s=poll_s, check=check)
     columns = (
         TextColumn(f"[bold]{run_id}"),
         BarColumn(bar_width=20),
@@ -113,6 +115,45 @@ def watch(
             seen = state.status
             _, state = read_progress_patiently(db, run_id, console=console)
             pause = min(QUICK_POLL_S, poll_s) if state.status != seen else min(poll_s, pause * 2)
+
+
+#: Seconds between two progress lines when the output is no terminal (a log, a pipe).
+PLAIN_EVERY_S = 10.0
+
+
+def progress_line(run_id: str, state: RunProgress) -> str:
+    """``RUN done/total (pct) status ok N failed N rate/s ETA``: one line of a log."""
+    share = f" ({state.done / state.expected:.0%})" if state.expected else ""
+    rate = state.done / state.elapsed_s if state.elapsed_s else 0.0
+    left = state.expected - state.done
+    eta = f"ETA {left / rate:.0f}s" if rate and left > 0 and state.status not in TERMINAL else ""
+    return f"{run_id} {state.done}/{state.expected}{share} {describe(state)} {eta}".rstrip()
+
+
+def _watch_plain(
+    db: Engine,
+    run_id: str,
+    state: RunProgress,
+    *,
+    console: Console,
+    poll_s: float,
+    check: Callable[[], None] | None,
+    every_s: float = PLAIN_EVERY_S,
+) -> RunProgress:
+    """Plain progress lines, one every ``every_s`` and one at the end, flushed as they go."""
+    printed_at: float | None = None
+    while True:
+        now = time.monotonic()
+        if state.status in TERMINAL or printed_at is None or now - printed_at >= every_s:
+            console.print(progress_line(run_id, state), highlight=False, soft_wrap=True)
+            console.file.flush()
+            printed_at = now
+        if state.status in TERMINAL:
+            return state
+        if check is not None:
+            check()
+        time.sleep(poll_s)
+        _, state = read_progress_patiently(db, run_id, console=console)
 
 
 def runs_table(db: Engine, *, limit: int = 20) -> Table:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from common.constants import DEFAULT_QUEUE, LATEST
-from common.errors import ConfigError
+from common.errors import ConfigError, FleetError
 from common.settings import Settings
 from producer.cli.app import app, console, errors, load_settings
 from producer.cli.options import JobOptions, job_command, run_config
 
 if TYPE_CHECKING:
-    from producer.runner import RunOutcome
+    from common.stats import Figures
+    from producer.runner import RunInterrupted, RunOutcome
+    from producer.verdict import FailureLimit
 
 InputPath = Annotated[
     Path | None,
@@ -29,6 +33,13 @@ RunRef = Annotated[str, typer.Argument(help="Run id, or 'latest'.")]
 Workers = Annotated[int, typer.Option(min=1, help="Local worker processes.")]
 Output = Annotated[
     Path | None, typer.Option("--output", "-o", help="Folder for results.jsonl/summary.json.")
+]
+MaxFailures = Annotated[
+    str | None,
+    typer.Option(
+        help="Exit 1 when more results than this fail: a count (10) or a share (5%). "
+        "A run in which every result failed exits 1 regardless."
+    ),
 ]
 
 
@@ -51,12 +62,14 @@ def enqueue(
     from common.db import make_engine
     from common.publish import publish_run
     from producer.enqueue import create_run
+    from producer.model_check import check_run_models
 
     settings = load_settings()
     if settings.broker_url is None:
         raise ConfigError("FLEET_BROKER_URL is not set (use `fleet run` for the embedded mode)")
     input_path, options = _with_run_file(input_path, options)
     config = run_config(settings, options)
+    check_run_models(config)
     db = make_engine(settings.sqlalchemy_url)
     enqueued = create_run(
         db,
@@ -87,49 +100,79 @@ def run(
         typer.Option(help="Spawn local workers (default: yes unless FLEET_BROKER_URL is set)."),
     ] = None,
     output: Output = None,
+    max_failures: MaxFailures = None,
     *,
     options: JobOptions,
 ) -> None:
-    """Run INPUT end to end: embedded broker and SQLite unless configured, local workers."""
-    from producer.runner import LocalFleet, local_worker_count, preload_env, run_job
+    """Run INPUT end to end: embedded broker and SQLite unless configured, local workers.
+
+    Exits 1 when the run did not complete, when every result failed, or when more
+    failed than --max-failures allows; 130 on Ctrl-C, saying how to resume.
+    """
+    from producer.model_check import check_run_models
+    from producer.runner import LocalFleet, RunInterrupted, create_job, preload_env, run_job
+    from producer.verdict import parse_limit
 
     settings = load_settings()
+    limit = parse_limit(max_failures)
     input_path, options = _with_run_file(input_path, options)
     config = run_config(settings, options)
-    spawn = local_workers if local_workers is not None else settings.broker_url is None
-    # The workers start (and load the model) while this process validates and enqueues.
-    with LocalFleet(
+    check_run_models(config)
+    enqueued = create_job(
         settings,
-        workers=local_worker_count(workers, input_path=input_path, config=config),
-        spawn_workers=spawn,
+        input_path=input_path,
+        config=config,
         queue=options.queue,
-        console=console,
-        preload=preload_env(config),
-    ) as fleet:
-        outcome = run_job(
-            fleet,
-            input_path=input_path,
-            config=config,
-            output_dir=output,
-            skip_invalid=options.skip_invalid,
-            reference_field=options.reference_field,
-        )
-    _report(outcome)
+        skip_invalid=options.skip_invalid,
+        reference_field=options.reference_field,
+    )
+    spawn = local_workers if local_workers is not None else settings.broker_url is None
+    try:
+        with (
+            _stored_run_named(enqueued.run_id),
+            LocalFleet(
+                settings,
+                workers=max(1, min(workers, enqueued.slices)),
+                spawn_workers=spawn,
+                queue=options.queue,
+                console=console,
+                preload=preload_env(config),
+            ) as fleet,
+        ):
+            outcome = run_job(fleet, enqueued=enqueued, output_dir=output)
+    except RunInterrupted as stop:
+        _interrupted(settings, stop, workers=workers, output=output)
+    _report(settings, outcome, limit)
 
 
 @app.command()
-def resume(run_ref: RunRef = LATEST, workers: Workers = 1, output: Output = None) -> None:
+def resume(
+    run_ref: RunRef = LATEST,
+    workers: Workers = 1,
+    output: Output = None,
+    max_failures: MaxFailures = None,
+) -> None:
     """Re-publish the work orders of every slice not done (after a crash or Ctrl-C).
 
     With FLEET_BROKER_URL set, the fleet's workers take them. Without it (a run started
     by `fleet run` on the embedded default), the embedded broker and local workers are
     started again, the run is seen through, and its results are written.
     """
+    from producer.verdict import parse_limit
+
     settings = load_settings()
-    see_through(settings, run_ref=run_ref, workers=workers, output=output)
+    limit = parse_limit(max_failures)
+    see_through(settings, run_ref=run_ref, workers=workers, output=output, limit=limit)
 
 
-def see_through(settings: Settings, *, run_ref: str, workers: int, output: Path | None) -> None:
+def see_through(
+    settings: Settings,
+    *,
+    run_ref: str,
+    workers: int,
+    output: Path | None,
+    limit: FailureLimit | None = None,
+) -> None:
     """Send the work orders a run still owes; without a broker, also run them to the end.
 
     With FLEET_BROKER_URL set, the fleet's workers take them. Without it, the embedded
@@ -138,7 +181,7 @@ def see_through(settings: Settings, *, run_ref: str, workers: int, output: Path 
     from common.celery_app import create_app
     from common.db import make_engine
     from common.publish import resume_run
-    from producer.runner import LocalFleet, resume_job
+    from producer.runner import LocalFleet, RunInterrupted, resume_job
 
     if settings.broker_url is not None:
         db = make_engine(settings.sqlalchemy_url)
@@ -147,11 +190,25 @@ def see_through(settings: Settings, *, run_ref: str, workers: int, output: Path 
         )
         errors.print(f"run {run_id}: {sent} work order(s) sent")
         return
-    with LocalFleet(
-        settings, workers=workers, spawn_workers=True, queue=DEFAULT_QUEUE, console=console
-    ) as fleet:
-        outcome = resume_job(fleet, run_ref=run_ref, output_dir=output)
-    _report(outcome)
+    try:
+        with LocalFleet(
+            settings, workers=workers, spawn_workers=True, queue=DEFAULT_QUEUE, console=console
+        ) as fleet:
+            outcome = resume_job(fleet, run_ref=run_ref, output_dir=output)
+    except RunInterrupted as stop:
+        _interrupted(settings, stop, workers=workers, output=output)
+    _report(settings, outcome, limit)
+
+
+@contextmanager
+def _stored_run_named(run_id: str) -> Iterator[None]:
+    """A fleet that fails to start leaves the stored run: say how to start it later."""
+    try:
+        yield
+    except FleetError as error:
+        if "fleet resume" not in str(error):
+            errors.print(f"run {run_id} is stored; once this is fixed: fleet resume {run_id}")
+        raise
 
 
 def _with_run_file(input_path: Path | None, options: JobOptions) -> tuple[Path | None, JobOptions]:
@@ -164,15 +221,67 @@ def _with_run_file(input_path: Path | None, options: JobOptions) -> tuple[Path |
     return file_input, options
 
 
-def _report(outcome: RunOutcome) -> None:
-    _print_summary(outcome.overall)
+def _report(settings: Settings, outcome: RunOutcome, limit: FailureLimit | None) -> None:
+    """The summary on stdout; exit 1 with the cause on stderr when the run failed."""
+    from common.db import make_engine, session_scope
+    from common.queries import failure_causes
+    from producer.verdict import failure_verdict
+
+    _print_summary(outcome.overall, outcome.aggregate)
     console.print(f"results: {outcome.jsonl} ({outcome.records} records)")
     console.print(f"summary: {outcome.summary}")
-    if outcome.status != "completed":
-        raise typer.Exit(1)
+    overall = outcome.overall
+    why = failure_verdict(
+        status=outcome.status,
+        ok=int(overall.get("results_ok") or 0),
+        failed=int(overall.get("results_failed") or 0),
+        limit=limit,
+    )
+    if why is None:
+        return
+    errors.print(f"[red]run {outcome.run_id} failed:[/red] {why}", highlight=False, soft_wrap=True)
+    with session_scope(make_engine(settings.sqlalchemy_url)) as session:
+        causes = failure_causes(session, run_id=outcome.run_id)
+    for kind, count, message in causes:
+        errors.print(
+            f"  {count} x {kind}: {_first_line(message)}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    raise typer.Exit(1)
 
 
-def _print_summary(overall: dict[str, float]) -> None:
+def _first_line(message: str, width: int = 300) -> str:
+    line = message.strip().splitlines()[0] if message.strip() else "(no message)"
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def _interrupted(
+    settings: Settings, stop: RunInterrupted, *, workers: int, output: Path | None
+) -> NoReturn:
+    """After Ctrl-C: how far the run got (its done slices) and the command that finishes it."""
+    from common.db import make_engine
+    from producer.status import read_progress
+
+    run_id, state = read_progress(make_engine(settings.sqlalchemy_url), stop.run_id)
+    command = f"fleet resume {run_id}"
+    if workers != 1:
+        command += f" --workers {workers}"
+    if output is not None:
+        command += f" --output {output}"
+    errors.print(
+        f"interrupted: run {run_id} has {state.slices_done} of {state.slices_total} slices done "
+        f"({state.done} of {state.expected} results: ok {state.ok}, failed {state.failed}); "
+        f"nothing stored is lost. To finish it: {command}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(130)
+
+
+def _print_summary(overall: Figures, aggregate: str) -> None:
     shown = (
         "results",
         "results_ok",
@@ -182,10 +291,23 @@ def _print_summary(overall: dict[str, float]) -> None:
         "latency_p95_s",
         "tokens_per_s",
         "items_per_s",
+        "results_per_s",
+        "active_time_s",
         "wall_time_s",
     )
-    console.print("  ".join(f"{name}={overall.get(name, 0):.4g}" for name in shown))
-    if "accuracy" in overall:  # a scored run: items right after --aggregate, of items scored
+    console.print("  ".join(f"{name}={_figure(overall.get(name))}" for name in shown))
+    if "accuracy" not in overall:
+        return
+    accuracy, correct, total = (
+        _figure(overall.get(name)) for name in ("accuracy", "correct", "total")
+    )
+    if aggregate == "mean":  # a sum of scores, not a count of items right
+        console.print(f"accuracy={accuracy} (mean score of {total} items; scores sum to {correct})")
+    else:
         console.print(
-            f"accuracy={overall['accuracy']:.4g} ({overall['correct']:g} of {overall['total']:g})"
+            f"accuracy={accuracy} ({correct} of {total} items right, --aggregate {aggregate})"
         )
+
+
+def _figure(value: float | int | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"

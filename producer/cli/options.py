@@ -154,6 +154,29 @@ class JobOptions:
     ] = None
 
 
+#: Options whose text understands ``\\n``, ``\\t`` and ``\\\\`` on the command line, where a
+#: shell gives no easy way to type a newline.
+ESCAPED = ("template", "system")
+
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """``\\n`` -> newline, ``\\t`` -> tab, ``\\\\`` -> one backslash; other backslashes stay."""
+    out: list[str] = []
+    index = 0
+    while index < len(text):
+        char = text[index]
+        following = text[index + 1 : index + 2]
+        if char == "\\" and following in _ESCAPES:
+            out.append(_ESCAPES[following])
+            index += 2
+            continue
+        out.append(char)
+        index += 1
+    return "".join(out)
+
+
 def job_command(command: Callable[..., None]) -> Callable[..., None]:
     """Replace ``command``'s ``options: JobOptions`` parameter by the JobOptions fields.
 
@@ -179,6 +202,9 @@ def job_command(command: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> None:
+        for name in ESCAPED:
+            if kwargs.get(name) is not None:
+                kwargs[name] = unescape(kwargs[name])
         options = JobOptions(**{name: kwargs.pop(name) for name in names})
         command(options=options, **kwargs)
 

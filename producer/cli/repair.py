@@ -56,6 +56,10 @@ def retry(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Folder for results.jsonl/summary.json.")
     ] = None,
+    max_failures: Annotated[
+        str | None,
+        typer.Option(help="Exit 1 when more results than this fail: a count (10) or a share (5%)."),
+    ] = None,
 ) -> None:
     """Run a run's failed items again (their results are replaced), then finalize it again.
 
@@ -67,8 +71,10 @@ def retry(
     from common.queries import resolve_run
     from common.store import reopen_failed
     from producer.cli.jobs import see_through
+    from producer.verdict import parse_limit
 
     settings = load_settings()
+    limit = parse_limit(max_failures)
     db = make_engine(settings.sqlalchemy_url)
     with session_scope(db) as session:
         run = resolve_run(session, run_ref)
@@ -81,7 +87,7 @@ def retry(
     errors.print(f"run {run_id}: {reopened} failed result(s) reopened")
     if not reopened:
         return
-    see_through(settings, run_ref=run_id, workers=workers, output=output)
+    see_through(settings, run_ref=run_id, workers=workers, output=output, limit=limit)
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -42,22 +43,41 @@ def status(
         )
 
 
+#: Where ``fleet export`` writes without ``-o``: each format its own file.
+DEFAULT_NAMES = {ExportFormat.jsonl: Path("results.jsonl"), ExportFormat.json: Path("summary.json")}
+
+
 @app.command()
 def export(
     run_ref: Annotated[str, typer.Argument(help="Run id, or 'latest'.")] = LATEST,
     format: Annotated[ExportFormat, typer.Option("--format", "-f")] = ExportFormat.jsonl,
-    output: Annotated[Path, typer.Option("--output", "-o", help="File to write.")] = Path(
-        "results.jsonl"
-    ),
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="File to write (default results.jsonl, or summary.json for --format json); "
+            "'-' writes to standard output. A file of the other kind is never overwritten.",
+        ),
+    ] = None,
 ) -> None:
     """Write a run's results (jsonl, one per item and lane) or summary (json)."""
     from common.db import make_engine
-    from producer.export import write_json, write_jsonl
+    from producer.export import stream_jsonl, summary, summary_text, write_json, write_jsonl
 
     db = make_engine(load_settings().sqlalchemy_url)
+    if output == "-":
+        if format is ExportFormat.jsonl:
+            count = stream_jsonl(db, run_ref=run_ref, out=sys.stdout)
+            errors.print(f"{count} records written to standard output")
+        else:
+            sys.stdout.write(summary_text(summary(db, run_ref=run_ref)))
+        sys.stdout.flush()
+        return
+    path = Path(output) if output else DEFAULT_NAMES[format]
     if format is ExportFormat.jsonl:
-        count = write_jsonl(db, run_ref=run_ref, path=output)
-        errors.print(f"{count} records written to {output}")
+        count = write_jsonl(db, run_ref=run_ref, path=path)
+        errors.print(f"{count} records written to {path}")
     else:
-        write_json(db, run_ref=run_ref, path=output)
-        errors.print(f"summary written to {output}")
+        write_json(db, run_ref=run_ref, path=path)
+        errors.print(f"summary written to {path}")

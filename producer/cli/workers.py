@@ -14,6 +14,7 @@ from rich.table import Table
 from common.constants import DEFAULT_QUEUE
 from common.errors import ConfigError
 from common.routing import model_key, model_queue
+from common.settings import Settings
 from producer.cli.app import app, console, errors, load_settings
 
 workers_app = typer.Typer(
@@ -132,7 +133,7 @@ def list_workers(
 
     settings = load_settings()
     if settings.broker_url is None:
-        raise ConfigError("FLEET_BROKER_URL is not set: no fleet to ask")
+        settings = settings.model_copy(update={"broker_url": _running_broker_url(settings)})
     celery = create_app(settings)
     found = fleet_workers(celery, timeout=timeout)
     if as_json:
@@ -152,6 +153,25 @@ def list_workers(
             ", ".join(f"{task['run_id']}:{task['slice_id']}" for task in info["active"]) or "-",
         )
     console.print(table)
+
+
+def _running_broker_url(settings: Settings) -> str:
+    """The embedded broker of a `fleet run` going on in the state directory, or ConfigError.
+
+    The run holds the broker's lock and keeps its URL in ``broker/url`` while it goes.
+    """
+    from producer.valkey import BrokerError, claim
+
+    broker_dir = settings.state_dir / "broker"
+    if (broker_dir / "url").is_file():
+        try:
+            claim(broker_dir / "server.lock").close()
+        except BrokerError:  # held: a run is going
+            return (broker_dir / "url").read_text().strip()
+    raise ConfigError(
+        f"FLEET_BROKER_URL is not set and no `fleet run` is going in {settings.state_dir}: "
+        "no fleet to ask"
+    )
 
 
 def fleet_workers(celery: Any, *, timeout: float) -> dict[str, dict[str, Any]]:

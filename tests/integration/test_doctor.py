@@ -62,7 +62,7 @@ def test_doctor_fails_on_database_model_and_missing_gpu(tmp_path: Path, redis_ur
     assert code == 1
     assert f"broker: {redis_url} answers" in out
     assert "fail database: postgresql+psycopg://nobody@127.0.0.1:1/x" in out
-    assert f"fail model: {not_a_model} has no config.json" in out
+    assert f"fail model: --model {not_a_model}: a folder without config.json" in out
     assert "fail gpus: no GPU visible" in out
 
 

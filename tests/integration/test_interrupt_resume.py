@@ -78,6 +78,11 @@ def test_interrupted_embedded_run_resumes_without_loss_or_duplicates(
 
     partial = results_stored(db_path)
     assert 0 < partial < ITEMS, f"interrupt came too late to test anything ({partial})"
+    text = output.decode()
+    assert running.returncode == 130, text
+    run_id = text.split("run ", 1)[1].split(":", 1)[0]
+    assert f"interrupted: run {run_id} has " in " ".join(text.split())
+    assert f"fleet resume {run_id}" in " ".join(text.split())
     if stop_signal is signal.SIGTERM:
         return  # the stop is what differs; the resume that follows is the same as after Ctrl-C
 

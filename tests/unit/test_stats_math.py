@@ -82,7 +82,13 @@ def test_nest_groups_by_scope_in_order() -> None:
     ]
     nested = nest(stats)
     assert nested == {
-        "overall": {"items": 10.0, "results": 10.0},
+        "overall": {
+            "items": 10,
+            "results": 10,
+            "latency_mean_s": None,
+            "latency_p50_s": None,
+            "latency_p95_s": None,
+        },
         "lane:0": {"results": 5.0},
         "lane:1": {"results": 5.0},
         "worker:w1": {"processed": 7.0},

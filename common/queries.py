@@ -325,3 +325,11 @@ def slice_queues(
         if slice_id is not None:
             orders.setdefault(queue, []).append(slice_id)
     return orders
+
+
+def pending_slices(session: Session, *, run_id: str) -> list[int]:
+    """Ids of the run's slices that no worker has claimed (``ix_slice_run_status``)."""
+    rows = session.exec(
+        select(Slice.id).where(Slice.run_id == run_id, Slice.status == SliceStatus.pending)
+    )
+    return [slice_id for slice_id in rows if slice_id is not None]

@@ -41,7 +41,7 @@ from producer.launcher import LocalWorkers
 from producer.status import read_progress_patiently
 from producer.valkey import redis_client_url
 from tests.integration.conftest import WorkerStarter
-from tests.integration.helpers import fleet, fleet_env
+from tests.integration.helpers import fleet, fleet_env, run_fleet
 from tests.integration.netcut import CuttableRelay
 from tests.integration.services import service_missing
 
@@ -506,9 +506,11 @@ def test_slice_that_keeps_failing_is_retried_then_quarantined(tmp_path: Path) ->
     # An echo option no worker understands: every claim of every slice raises.
     inputs = write_inputs(tmp_path / "in.jsonl", 10)
     out = tmp_path / "out"
-    fleet("run", str(inputs), "--engine", "echo", "--model", "no_such_option=1",
-          "--slice-size", "5", "--max-attempts", "2", "--output", str(out),
-          env=fleet_env(tmp_path), cwd=tmp_path)  # fmt: skip
+    done = run_fleet("run", str(inputs), "--engine", "echo", "--model", "no_such_option=1",
+                     "--slice-size", "5", "--max-attempts", "2", "--output", str(out),
+                     env=fleet_env(tmp_path), cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr  # every result failed: loud
+    assert "every result failed (10 of 10)" in done.stderr
     db = make_engine(f"sqlite:///{tmp_path / '.fleet' / 'fleet.db'}")
     with session_scope(db) as session:
         run_id = session.exec(select(Run.id)).one()

@@ -89,7 +89,10 @@ def test_an_order_naming_another_runs_slice_is_refused_and_writes_nothing(
         untouched = session.get(Slice, foreign)
         assert untouched is not None
         assert (untouched.status, untouched.attempts) == ("pending", 0)
-        assert {run.status for run in session.exec(select(Run))} == {"pending"}
+        statuses = {
+            run.status for run in session.exec(select(Run).where(col(Run.id).in_([run_a, run_b])))
+        }
+        assert statuses == {RunStatus.pending}
     log = "".join(p.read_text() for p in logs.glob("*.log"))
     assert f"slice {foreign} belongs to run {run_b}, not to run {run_a}" in log
     assert "slice 999999 does not exist" in log

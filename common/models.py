@@ -149,6 +149,8 @@ class Slice(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("run_id", "lane_index", "index"),
         Index("ix_slice_run_status", "run_id", "status"),
+        #: The reconciler's question "has this worker claimed anything since?".
+        Index("ix_slice_worker_started", "worker", "started_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

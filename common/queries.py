@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from common.constants import LATEST
@@ -249,13 +250,25 @@ def stuck_slices(
 def orphaned_receipts(
     session: Session, *, silent_since: datetime
 ) -> list[tuple[int, str, datetime, str, str]]:
-    """(slice id, worker, received at, run id, queue) of work orders a dead worker took.
+    """(slice id, worker, received at, run id, queue) of work orders that were lost.
 
-    The slice is still ``pending`` (never claimed), its run is live, and the worker
-    that received the message is gone (``_abandoned_by``): the message waits in the
-    broker's unacked set for the visibility timeout, and nobody else would run the
-    slice before that.
+    The slice is still ``pending`` (never claimed), its run is live, and either the
+    worker that received the message is gone (``_abandoned_by``): the message waits
+    in the broker's unacked set for the visibility timeout, and nobody else would run
+    the slice before that; or that worker has claimed another slice since: a worker
+    holds one order at a time (prefetch 1, late acks), so it no longer holds this
+    one. That is an order it handed back to a broker that had just died (Celery
+    restores its unacknowledged messages as the connection drops), lost with it.
     """
+    later = aliased(Slice)
+    moved_on = (
+        sa.select(col(later.id))
+        .where(
+            col(later.worker) == col(Receipt.worker),
+            col(later.started_at) > col(Receipt.received_at),
+        )
+        .exists()
+    )
     rows = session.execute(
         # sqlalchemy's select: sqlmodel's is typed for at most four columns.
         sa.select(
@@ -269,7 +282,7 @@ def orphaned_receipts(
         .join(Run, col(Run.id) == col(Slice.run_id))
         .where(
             col(Slice.status) == SliceStatus.pending.value,
-            _abandoned_by(Receipt.worker, Receipt.received_at, silent_since),
+            _abandoned_by(Receipt.worker, Receipt.received_at, silent_since) | moved_on,
             col(Run.status).in_([RunStatus.pending.value, RunStatus.running.value]),
         )
         .order_by(col(Receipt.slice_id))

@@ -303,44 +303,64 @@ def test_reconcile_hands_out_orders_a_worker_took_and_died_with_before_claiming(
     db: Engine, tmp_path: Path, redis_url: str, broker: redis.Redis
 ) -> None:
     app = create_app(Settings(broker_url=redis_url))
-    run_id = make_run(db, tmp_path, items=20, slice_size=4)
-    silent_holder, alive_holder, never_beat, done_already, claimed_never_beat = slice_ids(
-        db, run_id
+    run_id = make_run(db, tmp_path, items=28, slice_size=4)
+    silent_holder, alive_holder, never_beat, done_already, claimed_never_beat, lost, taken = (
+        slice_ids(db, run_id)
     )
     now = utcnow()
+    # Names of this test's own: the session's PostgreSQL database holds other tests' slices.
+    names = ("w-silent", "w-alive", "w-never", "w-never-either", "w-moved-on")
+    w = {name: f"{name}-{run_id}" for name in names}
     with session_scope(db) as session:
         for slice_id, worker in [
-            (silent_holder, "w-silent"),
-            (alive_holder, "w-alive"),
-            (never_beat, "w-never"),
-            (done_already, "w-silent"),
+            (silent_holder, w["w-silent"]),
+            (alive_holder, w["w-alive"]),
+            (never_beat, w["w-never"]),
+            (done_already, w["w-silent"]),
+            # A live worker that took an order, lost it (handed back to a broker that had
+            # just died), and has claimed another slice since.
+            (lost, w["w-moved-on"]),
         ]:
             note_receipt(session, slice_id=slice_id, worker=worker)
         session.execute(
             update(Receipt)
             .where(
-                col(Receipt.slice_id).in_([silent_holder, alive_holder, never_beat, done_already])
+                col(Receipt.slice_id).in_(
+                    [silent_holder, alive_holder, never_beat, done_already, lost]
+                )
             )
             .values(received_at=now - timedelta(seconds=20))
         )
+        claim_slice(session, run_id=run_id, slice_id=taken, worker=w["w-moved-on"])
+        session.execute(
+            update(Slice)
+            .where(col(Slice.id) == taken)
+            .values(started_at=now - timedelta(seconds=5))
+        )
+        beat(session, name=w["w-moved-on"], booted_at=now - timedelta(seconds=200))
         session.execute(update(Slice).where(col(Slice.id) == done_already).values(status="done"))
-        claim_slice(session, run_id=run_id, slice_id=claimed_never_beat, worker="w-never-either")
+        claim_slice(session, run_id=run_id, slice_id=claimed_never_beat, worker=w["w-never-either"])
         session.execute(
             update(Slice)
             .where(col(Slice.id) == claimed_never_beat)
             .values(started_at=now - timedelta(seconds=20))
         )
-        beat(session, name="w-silent", booted_at=now - timedelta(seconds=200))
-        beat(session, name="w-alive", booted_at=now - timedelta(seconds=200))
+        beat(session, name=w["w-silent"], booted_at=now - timedelta(seconds=200))
+        beat(session, name=w["w-alive"], booted_at=now - timedelta(seconds=200))
         session.execute(
             update(WorkerBeat)
-            .where(col(WorkerBeat.name) == "w-silent")
+            .where(col(WorkerBeat.name) == w["w-silent"])
             .values(seen_at=now - timedelta(seconds=16))
         )
 
     outcome = reconcile(db, app, lease_s=600, heartbeat_timeout_s=15, now=now)
     assert sorted(entry for entry in outcome.requeued if entry[0] == run_id) == sorted(
-        [(run_id, silent_holder), (run_id, never_beat), (run_id, claimed_never_beat)]
+        [
+            (run_id, silent_holder),
+            (run_id, never_beat),
+            (run_id, claimed_never_beat),
+            (run_id, lost),
+        ]
     )
     queued = [json.loads(message)["headers"] for message in broker.lrange("fleet", 0, -1)]
     orders = {(headers["task"], headers["argsrepr"]) for headers in queued}

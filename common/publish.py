@@ -20,7 +20,7 @@ from common.db import session_scope
 from common.errors import PublishIncomplete
 from common.messages import FinalizeOrder, SliceOrder
 from common.models import RunStatus
-from common.queries import resolve_run, slice_queues
+from common.queries import pending_slices, resolve_run, slice_queues
 from common.store import begin_finalize, reopen_slices
 
 #: How long one publish keeps trying while the broker is away, in seconds.
@@ -111,6 +111,20 @@ def _publish_orders(app: Celery, run_id: str, orders: dict[str, list[int]], retr
             ) from incomplete
         sent += len(slice_ids)
     return total
+
+
+def publish_pending(
+    db: Engine, app: Celery, *, run_id: str, retry_s: float = PUBLISH_RETRY_S
+) -> int:
+    """A new order for every slice of the run still ``pending``: after a broker lost some.
+
+    One that still has its order runs once all the same (a claim of a done slice does
+    nothing).
+    """
+    with session_scope(db) as session:
+        pending = pending_slices(session, run_id=run_id)
+        orders = slice_queues(session, run_id=run_id, slice_ids=pending) if pending else {}
+    return _publish_orders(app, run_id, orders, retry_s)
 
 
 def resume_run(

@@ -226,11 +226,7 @@ def _reopen_done(session: Session, *, run_id: str, slice_ids: Sequence[int]) -> 
             func.count(),
         ).where(col(Slice.id).in_(ids), done)
     ).one()
-    session.execute(
-        update(Slice)
-        .where(col(Slice.id).in_(ids), done)
-        .values(status=SliceStatus.pending.value, finished_at=None, results_ok=0, results_failed=0)
-    )
+    _back_to_pending(session, slice_ids=ids)
     session.execute(
         update(Run)
         .where(col(Run.id) == run_id)
@@ -239,6 +235,15 @@ def _reopen_done(session: Session, *, run_id: str, slice_ids: Sequence[int]) -> 
             results_failed=col(Run.results_failed) - taken_back[1],
             slices_done=col(Run.slices_done) - taken_back[2],
         )
+    )
+
+
+def _back_to_pending(session: Session, *, slice_ids: Sequence[int]) -> None:
+    """Set done slices back to ``pending``, their counts cleared (the caller's run counts)."""
+    session.execute(
+        update(Slice)
+        .where(col(Slice.id).in_(list(slice_ids)), col(Slice.status) == SliceStatus.done.value)
+        .values(status=SliceStatus.pending.value, finished_at=None, results_ok=0, results_failed=0)
     )
 
 
@@ -560,13 +565,7 @@ def reopen_incomplete(session: Session, *, run_id: str) -> list[int]:
         return []
     reopened = [slice_id for slice_id, status in short if status == SliceStatus.done]
     for chunk in _chunks(reopened, ROWS_PER_STATEMENT):
-        session.execute(
-            update(Slice)
-            .where(col(Slice.id).in_(chunk))
-            .values(
-                status=SliceStatus.pending.value, finished_at=None, results_ok=0, results_failed=0
-            )
-        )
+        _back_to_pending(session, slice_ids=chunk)
     done = session.execute(
         select(
             func.count(),
@@ -669,20 +668,18 @@ def _bulk_insert(
         # The first row's run (every row names the same), as a scalar: one lookup in
         # the run's primary key for the statement, not a join or a scan per row.
         first_run = select(func.unnest(params["run_id"]).column_valued()).limit(1)
-        run_id: Any = first_run.scalar_subquery() if live_run_only else None
-        insert_for: Any = postgresql.insert
+        run_id: Any = first_run.scalar_subquery()
     else:
         if not live_run_only:
-            return sqlite.insert(table)
+            return _insert_for(dialect, table)
         source = select(*[bindparam(name, type_=table.c[name].type) for name in columns])
         run_id = bindparam("run_id", type_=table.c.run_id.type)
-        insert_for = sqlite.insert
     if live_run_only:
         runs = Run.__table__  # type: ignore[attr-defined]
         source = source.where(
             exists().where(runs.c.id == run_id, runs.c.status != RunStatus.cancelled.value)
         )
-    return insert_for(table).from_select(list(columns), source)
+    return _insert_for(dialect, table).from_select(list(columns), source)
 
 
 def _element_type(kind: Any) -> Any:

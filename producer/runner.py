@@ -247,9 +247,10 @@ class LocalFleet:
         took an order just before the crash hands it back to a server that is gone, and
         the order is lost while the worker stays alive (so the reconciler would not
         step in). So once the server is back, every slice of the run still ``pending``
-        gets a new order: one that still had its order runs once all the same (a claim
-        of a done slice does nothing).
+        gets a new order (``common.publish.publish_pending``).
         """
+        from common.publish import publish_pending
+
         broker = self.broker
         code = None if broker is None else broker.exit_code()
         if broker is None or code is None:
@@ -270,19 +271,7 @@ class LocalFleet:
             raise BrokerGone(
                 f"{what} and did not start again: {error}\nthe run can be resumed with: {resume}"
             ) from error
-        self._republish_pending(run_id)
-
-    def _republish_pending(self, run_id: str) -> None:
-        from common.db import session_scope
-        from common.publish import publish_slices
-        from common.queries import pending_slices, slice_queues
-
-        with session_scope(self.db) as session:
-            orders = slice_queues(
-                session, run_id=run_id, slice_ids=pending_slices(session, run_id=run_id)
-            )
-        for queue, slice_ids in orders.items():
-            publish_slices(self.app, run_id=run_id, slice_ids=slice_ids, queue=queue)
+        publish_pending(self.db, self.app, run_id=run_id)
 
 
 def create_job(

@@ -11,6 +11,7 @@ from common.constants import FINALIZE_TASK, SLICE_TASK
 from common.db import session_scope
 from common.messages import FinalizeOrder, SliceOrder
 from common.models import RunStatus
+from common.publish import publish_slices
 from common.queries import run_status, slice_queues
 from common.stats import run_statistics
 from common.store import complete_run, reopen_incomplete
@@ -96,9 +97,6 @@ def _finalize(order: FinalizeOrder) -> dict[str, Any]:
             run_id,
             slice_ids,
         )
-        for slice_id in slice_ids:
-            run_slice.apply_async(
-                args=tuple(SliceOrder(order.run_id, slice_id).to_args()), queue=queue
-            )
+        publish_slices(app, run_id=run_id, slice_ids=slice_ids, queue=queue)
     log.info("run %s: finalize %s", run_id, "done" if completed else "skipped")
     return {"run_id": run_id, "completed": completed}

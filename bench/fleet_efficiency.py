@@ -19,6 +19,7 @@ import torch
 
 from bench.fleetbench import LocalFleet, in_process, write_items, write_results
 from common.runconfig import Batching, Generation, RunConfig
+from common.settings import Settings
 from producer.demo_model import build_demo_model
 from worker.engines import load_engine
 
@@ -48,7 +49,7 @@ def main() -> None:
         items = write_items(root / "items.jsonl", args.items)
         warm = write_items(root / "warm.jsonl", 4)
 
-        engine = load_engine(args.engine, model, dtype="float32")
+        engine = load_engine(args.engine, model, dtype="float32", settings=Settings())
         in_process(engine, warm, config)
         reference = in_process(engine, items, config)
         del engine

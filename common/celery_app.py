@@ -14,7 +14,7 @@ from celery import Celery
 
 from common.constants import DEFAULT_QUEUE
 from common.errors import ConfigError
-from common.settings import Settings
+from common.settings import Settings, process_settings
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -57,7 +57,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 def create_app(settings: Settings | None = None) -> Celery:
-    """A fleet app; ``settings`` None means read them from the environment on first use.
+    """A fleet app; ``settings`` None means this process's own (``process_settings``),
+    read from the environment when Celery first needs its configuration.
 
     The task modules are named, not imported: only a worker loads them.
     """
@@ -66,5 +67,5 @@ def create_app(settings: Settings | None = None) -> Celery:
         include=["worker.tasks", "worker.upkeep", "worker.control", "worker.lifeline"],
         set_as_current=False,
     )
-    app.add_defaults(lambda: celery_config(settings or Settings()))
+    app.add_defaults(lambda: celery_config(settings or process_settings()))
     return app

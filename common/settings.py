@@ -6,6 +6,7 @@ down; never read from a module global.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -208,3 +209,14 @@ class Settings(BaseSettings):
     def heartbeat_timeout(self) -> int:
         """Seconds of silence after which a worker is presumed dead."""
         return 3 * self.heartbeat_interval
+
+
+@functools.cache
+def process_settings() -> Settings:
+    """This process's settings, read from the environment once, on first use.
+
+    The entry points read them here (a worker when Celery first asks for its
+    configuration, each of its signal handlers) and pass them down; below the
+    entry points, functions take ``settings`` as an argument.
+    """
+    return Settings()

@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from common.settings import process_settings
+
 
 @pytest.fixture(autouse=True)
 def _clean_fleet_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -13,3 +15,5 @@ def _clean_fleet_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("FLEET_") and not name.startswith("FLEET_TEST_"):
             monkeypatch.delenv(name)
+    # A process reads its settings once; each test sets its own environment.
+    process_settings.cache_clear()

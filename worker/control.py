@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from celery.signals import worker_init
 from celery.worker.control import inspect_command
 
 from worker import board
@@ -24,3 +25,9 @@ def fleet_runtime(state: Any) -> dict[str, Any]:
         "model": None,
         **board.read(),
     }
+
+
+@worker_init.connect
+def _open_board(**_: Any) -> None:
+    """The worker is starting, its pool not forked yet: open the page the children write."""
+    board.open_board()

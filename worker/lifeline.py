@@ -21,7 +21,7 @@ from typing import Any
 
 from celery.signals import worker_ready
 
-from common.settings import Settings
+from common.settings import process_settings
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def _watch(launcher_pid: int) -> None:
 
 @worker_ready.connect
 def _watch_launcher(**_: Any) -> None:
-    launcher_pid = Settings().launcher_pid
+    launcher_pid = process_settings().launcher_pid
     if launcher_pid is None:
         return
     threading.Thread(

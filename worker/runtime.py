@@ -18,7 +18,7 @@ from celery.signals import worker_process_init
 from sqlalchemy import Engine as Database
 
 from common.db import make_engine
-from common.settings import Settings
+from common.settings import Settings, process_settings
 from worker import board
 from worker.engines import Engine, load_engine
 from worker.oom import MemoryBudget
@@ -117,7 +117,7 @@ def current_runtime() -> WorkerRuntime:
     """This process's runtime, built on first use from the environment."""
     global _runtime
     if _runtime is None:
-        _runtime = WorkerRuntime.from_settings(Settings())
+        _runtime = WorkerRuntime.from_settings(process_settings())
     return _runtime
 
 
@@ -132,7 +132,7 @@ def _forget_parent_runtime(**_: object) -> None:
     """
     global _runtime
     _runtime = None
-    if not Settings().preload_model:
+    if not process_settings().preload_model:
         return
     try:
         current_runtime().preload()

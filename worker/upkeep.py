@@ -18,8 +18,9 @@ main process forks a replacement. A child forked while this thread was inside
 SQLite inherits SQLite's process-wide lock bookkeeping half-updated and waits
 forever for a write lock nobody holds (seen as a slice "received" and never
 started). So each tick works under ``_fork_guard``, which ``os.register_at_fork``
-takes before every fork, and the tick's engine is unpooled: between ticks this
-process holds no connection a child could inherit.
+takes before every fork (registered as the worker starts, not at import), and the
+tick's engine is unpooled: between ticks this process holds no connection a child
+could inherit.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from celery.signals import task_received, worker_ready, worker_shutdown
+from celery.signals import task_received, worker_init, worker_ready, worker_shutdown
 from sqlalchemy import Engine
 
 from common.constants import SLICE_TASK
@@ -41,7 +42,7 @@ from common.db import make_engine, session_scope
 from common.messages import SliceOrder
 from common.models import utcnow
 from common.reconcile import reconcile
-from common.settings import Settings
+from common.settings import Settings, process_settings
 from common.store import beat, note_receipt, take_reconcile_turn
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,6 @@ class ForkGuard:
 
 
 _fork_guard = ForkGuard()
-os.register_at_fork(
-    before=_fork_guard.before_fork,
-    after_in_parent=_fork_guard.after_fork,
-    after_in_child=_fork_guard.after_fork,
-)
 
 
 class MainProcessDatabase:
@@ -119,8 +115,23 @@ class MainProcessDatabase:
 
 
 _database = MainProcessDatabase()
-os.register_at_fork(after_in_child=_database.forget_in_child)
-_settings = functools.cache(Settings)
+
+
+@functools.cache
+def register_fork_hooks() -> None:
+    """Make every fork wait for the tick in progress and drop the pool in the child. Once."""
+    os.register_at_fork(
+        before=_fork_guard.before_fork,
+        after_in_parent=_fork_guard.after_fork,
+        after_in_child=_fork_guard.after_fork,
+    )
+    os.register_at_fork(after_in_child=_database.forget_in_child)
+
+
+@worker_init.connect
+def _prepare_main_process(**_: object) -> None:
+    """The worker is starting, its pool not forked yet: the forks must know the upkeep."""
+    register_fork_hooks()
 
 
 def _loop(app: Any, settings: Settings, name: str) -> None:
@@ -165,7 +176,7 @@ def _tick(
 
 @worker_ready.connect
 def _start_upkeep(sender: Any = None, **_: object) -> None:
-    settings = _settings()
+    settings = process_settings()
     if sender is None or not (settings.heartbeat_interval or settings.reconcile_interval):
         return
     _stop.clear()
@@ -189,7 +200,7 @@ def _note_receipt(sender: Any = None, request: Any = None, **_: object) -> None:
     """
     if request is None or request.name != SLICE_TASK:
         return
-    settings = _settings()
+    settings = process_settings()
     if not settings.heartbeat_interval:
         return
     try:

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from common.errors import ConfigError
+from common.settings import Settings
 from worker.engines import GenerationParams, load_engine
 from worker.engines.echo import ECHO_CONTEXT, EchoEngine, PoisonItem
 
@@ -54,14 +55,14 @@ def test_negative_or_non_finite_delay_is_a_config_error(spec: str) -> None:
 
 
 def test_load_engine_builds_echo_from_the_model_string() -> None:
-    engine = load_engine("echo", "delay=0,fail_marker=X")
+    engine = load_engine("echo", "delay=0,fail_marker=X", settings=Settings())
     assert isinstance(engine, EchoEngine)
     assert (engine.name, engine.max_context, engine.fail_marker) == ("echo", ECHO_CONTEXT, "X")
 
 
 def test_load_engine_rejects_unknown_engine() -> None:
     with pytest.raises(ConfigError, match="unknown engine 'vllm'"):
-        load_engine("vllm", "x")
+        load_engine("vllm", "x", settings=Settings())
 
 
 def test_answer_is_the_last_max_new_tokens_words() -> None:

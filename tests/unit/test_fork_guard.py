@@ -10,6 +10,8 @@ import pytest
 
 from worker import upkeep
 
+upkeep.register_fork_hooks()  # a worker registers them as it starts
+
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_fork_waits_until_the_upkeep_tick_has_left_the_database() -> None:

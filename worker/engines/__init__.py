@@ -26,7 +26,7 @@ def load_engine(
     dtype: str = "auto",
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> Engine:
     """Load engine ``name`` for ``model``; imports heavy libraries only when needed."""
     if name == "echo":
@@ -41,12 +41,12 @@ def load_engine(
             dtype=dtype,
             attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code,
-            prefill_tokens=(settings or Settings()).prefill_tokens,
+            prefill_tokens=settings.prefill_tokens,
         )
     if name == "openai":
         from worker.engines.openai import OpenAIEngine
 
-        return OpenAIEngine.from_settings(model, settings or Settings())
+        return OpenAIEngine.from_settings(model, settings)
     raise ConfigError(f"unknown engine {name!r}; known: {', '.join(ENGINES)}")
 
 

@@ -26,6 +26,7 @@ from typing import IO, Any
 from common.constants import CONTEXTS_TEMPLATE, DEFAULT_MAX_LINE_BYTES
 from common.errors import InputError
 from common.prompts import MissingField, render, template_fields
+from producer.idlines import IdLines
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -80,7 +81,7 @@ class RecordReader:
         self.fields = template_fields(template) if template else None
         self.reference_field = reference_field
         self.max_line_bytes = max_line_bytes
-        self._seen: dict[str, int] = {}
+        self._seen = IdLines()
 
     def __iter__(self) -> Iterator[InputRecord | Rejected]:
         if self.lines is not None:

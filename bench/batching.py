@@ -4,7 +4,7 @@ Run it as ``python -m bench.batching``. It runs the same prompts (the example fi
 realistic mix of short and long contexts) through the ``hf`` engine on CPU with one
 torch thread, three ways:
 
-- one-by-one: the engine called with one prompt at a time (the seeds' way of working);
+- one-by-one: the engine called with one prompt at a time (a per-prompt evaluation loop);
 - fixed: batches of ``--batch-size`` in input order (lengths mixed, padding wasted);
 - budget: longest first, packed by ``--max-batch-tokens`` with the run's padding cap
   ``--max-padding`` (what the workers do).

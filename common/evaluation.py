@@ -1,7 +1,7 @@
 """Accuracy of an evaluation run, computed in SQL, always per item first.
 
-Seed 000 summed per-GPU counts of correct answers; here each item's lanes are
-combined into ONE score for the item (``GROUP BY item``) before anything is
+A per-GPU sum of correct answers counts an item once per lane; here each item's
+lanes are combined into ONE score for the item (``GROUP BY item``) before anything is
 counted, so an item is counted once however many lanes answered it:
 
 - ``any``: the best lane's score (OR);
@@ -117,7 +117,7 @@ def _per_dataset(session: Session, run_id: str, aggregate: str) -> list[Stat]:
 
 
 def _per_batch(session: Session, run_id: str, aggregate: str) -> list[Stat]:
-    """Seed 000's ``batch_results``: one block per slice index (its items, every lane).
+    """The summary's ``batch_results``: one block per slice index (its items, every lane).
 
     A result knows the slice that answered it (``Result.slice_id``); an item's lanes
     share the slice index, since every lane is cut the same way.

@@ -152,7 +152,7 @@ def _per_lane(session: Session, of_run: ColumnElement[bool]) -> list[Stat]:
 
 
 def _per_worker(session: Session, of_run: ColumnElement[bool]) -> list[Stat]:
-    """Seed 002's block per worker: processed, successes, errors, rate, mean time."""
+    """The block per worker: processed, successes, errors, rate, mean time."""
     rows = session.execute(
         select(
             col(Result.worker),

@@ -1,9 +1,9 @@
 """Model references: comma lists, local checkpoints, and a training run's latest step.
 
-Seed 000 took ``--checkpoints "a,b,c"``; here ``--model`` repeats or takes a comma
-list (hf engine only: an echo spec has commas of its own). A local folder with a
-``config.json`` is a checkpoint; a folder without one is a training run whose
-latest ``step_N`` / ``checkpoint-N`` subfolder (highest N) is taken.
+``--model`` repeats or takes a comma list of checkpoints (hf engine only: an echo
+spec has commas of its own). A local folder with a ``config.json`` is a checkpoint;
+a folder without one is a training run whose latest ``step_N`` / ``checkpoint-N``
+subfolder (highest N) is taken.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
-"""Seed 000's summary blocks, read from a run's statistics.
+"""The evaluation summary's blocks, read from a run's statistics.
 
-Seed 000 wrote ``config``, ``batch_results`` (per batch: index, correct, total,
-accuracy, time) and ``overall_results`` (correct, total, accuracy, elapsed and end
-time). The fleet's summary keeps that shape (a batch is a slice index: the same
-items in every lane) and adds ``lane_results``, ``model_results``,
-``permutation_results`` and ``dataset_results``. Every figure comes from the
-per-item aggregation in SQL (common/evaluation.py); nothing is summed here.
-Accuracy figures are null for a run without a scorer.
+The summary has the shape that evaluation scripts of checkpoints x permutations
+write: ``config``, ``batch_results`` (per batch: index, correct, total, accuracy,
+time) and ``overall_results`` (correct, total, accuracy, elapsed and end time), a
+batch being a slice index (the same items in every lane); it adds
+``lane_results``, ``model_results``, ``permutation_results`` and
+``dataset_results``. Every figure comes from the per-item aggregation in SQL
+(common/evaluation.py); nothing is summed here. Accuracy figures are null for a run
+without a scorer.
 """
 
 from __future__ import annotations

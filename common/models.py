@@ -139,6 +139,8 @@ class Item(SQLModel, table=True):
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     prompt: str | None = Field(default=None, sa_column=Column(Text))
     reference: str | None = Field(default=None, sa_column=Column(Text))
+    #: The reference was a JSON object or array: ``reference`` holds its JSON text.
+    reference_is_json: bool | None = None
     #: Set when the record was rejected at enqueue (``--skip-invalid``).
     reject_reason: str | None = Field(default=None, sa_column=Column(Text))
 
@@ -199,6 +201,10 @@ class Result(SQLModel, table=True):
     answer: str | None = Field(default=None, sa_column=Column(Text))
     parsed: Any | None = Field(default=None, sa_column=Column(JSON))
     score: float | None = None
+    #: A multi-metric scorer's metrics (name -> value); ``score`` is one of them.
+    scores: dict[str, float] | None = Field(default=None, sa_column=Column(JSON(none_as_null=True)))
+    #: The prompt as the engine rendered it, for a run asked to keep prompts.
+    prompt: str | None = Field(default=None, sa_column=Column(Text))
     #: Seconds from the batch's start to its answers: what this item waited on the engine.
     latency_s: float = 0.0
     tokens_in: int = 0

@@ -56,6 +56,10 @@ class ResultRow:
     answer: str | None = None
     parsed: Any = None
     score: float | None = None
+    #: A multi-metric scorer's metrics (``common.scoring.split``).
+    scores: dict[str, float] | None = None
+    #: The rendered prompt, when the run keeps prompts.
+    prompt: str | None = None
     latency_s: float = 0.0
     tokens_in: int = 0
     tokens_out: int = 0

@@ -43,6 +43,17 @@ class Batching(BaseModel):
     max_padding: float = Field(default=0.25, ge=0.0, le=1.0)
 
 
+class DatasetOptions(BaseModel):
+    """A dataset's own prompt and evaluation settings (a run file's ``[datasets.NAME]``);
+    each unset one is the run's."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    template: str | None = None
+    reference_field: str | None = None
+    scorer: str | None = None
+
+
 class RunConfig(BaseModel):
     """Everything that decides a run's answers; stored as ``Run.config``."""
 
@@ -62,6 +73,8 @@ class RunConfig(BaseModel):
     aggregate: Aggregate = "any"
     #: Dataset name -> input file (or ``run:<id>`` for a pipeline stage).
     datasets: dict[str, str] = Field(default_factory=dict)
+    #: Dataset name -> its own template, reference field and scorer.
+    dataset_options: dict[str, DatasetOptions] = Field(default_factory=dict)
     sample: int | None = Field(default=None, ge=1)
     sample_seed: int = 0
     #: The run whose results are this run's inputs (``--from-run``).
@@ -70,6 +83,22 @@ class RunConfig(BaseModel):
     def lanes(self) -> list[tuple[str, str]]:
         """(model, permutation) of each lane, in lane-index order."""
         return [(model, perm) for model in self.models for perm in self.permutations]
+
+    def template_for(self, dataset: str) -> str | None:
+        own = self.dataset_options.get(dataset)
+        return own.template if own and own.template is not None else self.template
+
+    def reference_field_for(self, dataset: str) -> str | None:
+        own = self.dataset_options.get(dataset)
+        return own.reference_field if own and own.reference_field else self.reference_field
+
+    def scorer_for(self, dataset: str) -> str | None:
+        own = self.dataset_options.get(dataset)
+        return own.scorer if own and own.scorer else self.scorer
+
+    def scored(self) -> bool:
+        """Whether any dataset of the run has a scorer."""
+        return self.scorer is not None or any(own.scorer for own in self.dataset_options.values())
 
     #: Times an item may be handed to an engine before it is quarantined.
     max_attempts: int = Field(default=3, ge=1)
@@ -92,3 +121,5 @@ class RunConfig(BaseModel):
     #: Longest input line read at enqueue, in bytes (``--max-line-bytes``); a longer
     #: line is refused before it is parsed.
     max_line_bytes: int = Field(default=DEFAULT_MAX_LINE_BYTES, ge=1)
+    #: Store each result's prompt as the engine rendered it (``--keep-prompts``).
+    keep_prompts: bool = False

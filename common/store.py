@@ -44,6 +44,8 @@ _RESULT_UPDATABLE = (
     "answer",
     "parsed",
     "score",
+    "scores",
+    "prompt",
     "latency_s",
     "tokens_in",
     "tokens_out",

@@ -109,3 +109,13 @@ def check_lanes(
                     entry = Rejected(entry.line_no, "", refusal, entry.payload.get("id"))
                     break
         yield entry
+
+
+def unreadable_as_reject(entries: Iterable[Entry], path: str) -> Iterator[Entry]:
+    """The entries, then, if the file cannot be read (missing, a folder, no permission),
+    one reject saying so: with ``--skip-invalid`` a bad file stops only its own dataset."""
+    try:
+        yield from entries
+    except OSError as error:
+        problem = InputError(path, 0, f"cannot read the file: {error.strerror or error}")
+        yield Rejected(0, "", problem)

@@ -37,6 +37,7 @@ from producer.datasets import (
     check_dataset_files,
     check_lanes,
     sample_stable,
+    unreadable_as_reject,
 )
 from producer.inputs import InputRecord, RecordReader, Rejected
 from producer.pipelines import source_run_id, stage_reader
@@ -79,12 +80,11 @@ def create_run(
     each lane's slices go to its model's own queue (``common.routing``), for workers
     pinned to one model; else all go to ``queue``.
     """
-    reference_field = reference_field or config.reference_field
+    if reference_field is not None:
+        config = config.model_copy(update={"reference_field": reference_field})
     if config.from_run is not None:  # stored by id: ``latest`` names another run tomorrow
         config = config.model_copy(update={"from_run": source_run_id(db, config.from_run)})
-    datasets = open_datasets(
-        db, input_path=input_path, config=config, reference_field=reference_field
-    )
+    datasets = open_datasets(db, input_path=input_path, config=config, skip_invalid=skip_invalid)
     lanes = config.lanes()
     run_id = new_run_id()
     with session_scope(db) as session:
@@ -111,14 +111,21 @@ def create_run(
         )
         count = error_total = 0
         for dataset in datasets:
+            entries = _entries(dataset, config, skip_invalid)
             added, errors, dataset_errors = _insert_records(
-                session, run_id, _entries(dataset, config), skip_invalid, count, dataset.name
+                session, run_id, entries, skip_invalid, count, dataset.name
             )
             if dataset_errors and not skip_invalid:
                 raise InvalidInputFile(dataset.source, errors, dataset_errors)
             if added == 0:
+                # With --skip-invalid an empty dataset is one reject, so it shows in the results.
                 message = "no records in the file" + (" after sampling" if config.sample else "")
-                raise InvalidInputFile(dataset.source, [InputError(dataset.source, 0, message)], 1)
+                empty = InputError(dataset.source, 0, message)
+                if not skip_invalid:
+                    raise InvalidInputFile(dataset.source, [empty], 1)
+                added, _, dataset_errors = _insert_records(
+                    session, run_id, [Rejected(0, "", empty)], True, count, dataset.name
+                )
             count += added
             error_total += dataset_errors
         if config.sort_by_length:
@@ -153,51 +160,76 @@ def create_run(
 
 
 def open_datasets(
-    db: Engine, *, input_path: Path | None, config: RunConfig, reference_field: str | None
+    db: Engine, *, input_path: Path | None, config: RunConfig, skip_invalid: bool = False
 ) -> list[Dataset]:
-    """The run's named inputs; ConfigError when there are none or a name repeats."""
-    if config.scorer is not None:
-        scoring.parse(config.scorer)
-        if reference_field is None:
-            raise ConfigError(f"--scorer {config.scorer} needs --reference-field")
+    """The run's named inputs; ConfigError when there are none or a name repeats.
 
-    def reader(path: Path) -> RecordReader:
+    Each dataset reads its records with its own template and reference field (a run
+    file's ``[datasets.NAME]``, else the run's). A missing dataset file is an error,
+    except with ``skip_invalid``: then the file is one rejected record of its dataset.
+    """
+
+    def reader(name: str, path: Path) -> RecordReader:
+        check_scorer(config, name)
         return RecordReader(
             path,
-            template=config.template,
-            reference_field=reference_field,
+            template=config.template_for(name),
+            reference_field=config.reference_field_for(name),
             max_line_bytes=config.max_line_bytes,
         )
 
     datasets: list[Dataset] = []
     if config.from_run is not None:
+        check_scorer(config, DEFAULT_DATASET)
         run_id = source_run_id(db, config.from_run)
         stage = stage_reader(
-            db, run_id=run_id, template=config.template, reference_field=reference_field
+            db, run_id=run_id, template=config.template, reference_field=config.reference_field
         )
         datasets.append(Dataset(DEFAULT_DATASET, str(stage.path), stage))
     if input_path is not None and config.from_run is not None:
         raise ConfigError("give INPUT or --from-run, not both")
     if input_path is not None:
-        datasets.append(Dataset(DEFAULT_DATASET, str(input_path), reader(input_path)))
-    check_dataset_files(config.datasets)
+        datasets.append(
+            Dataset(DEFAULT_DATASET, str(input_path), reader(DEFAULT_DATASET, input_path))
+        )
+    if not skip_invalid:
+        check_dataset_files(config.datasets)
     for name, path in config.datasets.items():
         if any(dataset.name == name for dataset in datasets):
             raise ConfigError(
                 f"dataset {name!r} is given twice (INPUT is named '{DEFAULT_DATASET}')"
             )
-        datasets.append(Dataset(name, path, reader(Path(path))))
+        datasets.append(Dataset(name, path, reader(name, Path(path))))
     if not datasets:
         raise ConfigError("no input: give INPUT, --dataset name=path or --from-run RUN")
     return datasets
 
 
-def _entries(dataset: Dataset, config: RunConfig) -> Iterator[InputRecord | Rejected]:
+def check_scorer(config: RunConfig, dataset: str) -> None:
+    """The dataset's scorer parses and has a reference field; ConfigError saying which."""
+    scorer = config.scorer_for(dataset)
+    if scorer is None:
+        return
+    scoring.parse(scorer)
+    if config.reference_field_for(dataset) is None:
+        if scorer == config.scorer:
+            raise ConfigError(f"--scorer {scorer} needs --reference-field")
+        raise ConfigError(f"dataset {dataset!r}: scorer {scorer} needs a reference_field")
+
+
+def _entries(
+    dataset: Dataset, config: RunConfig, skip_invalid: bool
+) -> Iterator[InputRecord | Rejected]:
     entries: Iterable[InputRecord | Rejected] = dataset.reader
+    if skip_invalid:
+        entries = unreadable_as_reject(entries, dataset.source)
     if config.sample is not None:
         entries = sample_stable(entries, size=config.sample, seed=config.sample_seed)
     return check_lanes(
-        entries, specs=config.permutations, template=config.template, path=dataset.source
+        entries,
+        specs=config.permutations,
+        template=config.template_for(dataset.name),
+        path=dataset.source,
     )
 
 
@@ -242,6 +274,7 @@ def _item_row(run_id: str, seq: int, entry: InputRecord | Rejected, dataset: str
             "payload": {"raw": entry.raw} if own_id is None else {"id": own_id, "raw": entry.raw},
             "prompt": None,
             "reference": None,
+            "reference_is_json": False,
             "reject_reason": str(entry.error),
             "dataset": dataset,
         }
@@ -253,6 +286,7 @@ def _item_row(run_id: str, seq: int, entry: InputRecord | Rejected, dataset: str
         "payload": entry.payload,
         "prompt": entry.prompt,
         "reference": entry.reference,
+        "reference_is_json": entry.reference_is_json,
         "reject_reason": None,
         "dataset": dataset,
     }

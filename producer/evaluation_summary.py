@@ -5,7 +5,9 @@ write: ``config``, ``batch_results`` (per batch: index, correct, total, accuracy
 time) and ``overall_results`` (correct, total, accuracy, elapsed and end time), a
 batch being a slice index (the same items in every lane); it adds
 ``lane_results``, ``model_results``, ``permutation_results`` and
-``dataset_results``. Every figure comes from the per-item aggregation in SQL
+``dataset_results`` (each dataset with its ``items`` and ``rejected_items``), and,
+for a multi-metric scorer, each block's ``metrics`` (name -> mean over the block's
+items). Every figure comes from the per-item aggregation in SQL
 (common/evaluation.py); nothing is summed here. Accuracy figures are null for a run
 without a scorer.
 """
@@ -69,9 +71,21 @@ def _scoped(stats: dict[str, Figures], prefix: str) -> dict[str, dict[str, Any]]
 
 
 def _accuracy(figures: Figures) -> dict[str, Any]:
+    """Correct, total and accuracy; a dataset's item counts; a multi-metric scorer's means."""
     total = figures.get("total")
-    return {
+    block: dict[str, Any] = {
         "correct": figures.get("correct"),
         "total": None if total is None else int(total),
         "accuracy": figures.get("accuracy"),
     }
+    for count in ("items", "rejected_items"):
+        if count in figures:
+            block[count] = figures[count]
+    metrics = {
+        name.removesuffix("_mean"): value
+        for name, value in figures.items()
+        if name.endswith("_mean") and f"{name.removesuffix('_mean')}_sum" in figures
+    }
+    if metrics:
+        block["metrics"] = metrics
+    return block

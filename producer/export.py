@@ -3,83 +3,66 @@
 from __future__ import annotations
 
 import json
+from itertools import groupby
 from pathlib import Path
 from typing import Any, TextIO
 
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from common.constants import IDENTITY
 from common.db import session_scope
 from common.errors import ConfigError
-from common.models import Item, Result, Run, RunStatus
+from common.models import Run, RunStatus
 from common.queries import iter_results, lanes_of, resolve_run, stored_stats
+from common.runconfig import RunConfig
 from common.stats import nest, run_statistics
-from producer.datasets import DEFAULT_DATASET
+from producer.ensemble import ensemble_fields
 from producer.evaluation_summary import evaluation_blocks
+from producer.pipelines import STAGE_FIELDS
+from producer.records import fleet_fields, merged, record
+
+__all__ = ["record", "stream_jsonl", "summary", "write_json", "write_jsonl"]
 
 
-def record(
-    item: Item, model: str, lane: int, result: Result | None, permutation: str = IDENTITY
-) -> dict[str, Any]:
-    """One output line: the input's fields, then the answer and how it went."""
-    inference_time = result.latency_s if result else None
-    retrieval = item.payload.get("retrieval_time")
-    if isinstance(retrieval, bool) or not isinstance(retrieval, (int, float)):
-        retrieval = 0.0
-    total_time = None if inference_time is None else inference_time + retrieval
-    return {
-        **item.payload,
-        "id": item.payload.get("id", item.custom_id),
-        "model": model,
-        "lane": lane,
-        "permutation": permutation,
-        "answer": result.answer if result else None,
-        "parsed": result.parsed if result else None,
-        "inference_time": inference_time,
-        "total_time": total_time,
-        "tokens_in": result.tokens_in if result else None,
-        "tokens_out": result.tokens_out if result else None,
-        "worker": result.worker if result else None,
-        "gpu_group": result.gpu_group if result else None,
-        "success": bool(result and result.ok),
-        "error_kind": result.error_kind if result else "pending",
-        "error": result.error_message if result else None,
-        "score": result.score if result else None,
-        **_evaluation_fields(item),
-    }
-
-
-def _evaluation_fields(item: Item) -> dict[str, Any]:
-    """``dataset`` and ``reference``, unless only their defaults would hide an input field."""
-    fields: dict[str, Any] = {}
-    if item.dataset != DEFAULT_DATASET or "dataset" not in item.payload:
-        fields["dataset"] = item.dataset
-    if item.reference is not None or "reference" not in item.payload:
-        fields["reference"] = item.reference
-    return fields
-
-
-def write_jsonl(db: Engine, *, run_ref: str, path: Path) -> int:
+def write_jsonl(db: Engine, *, run_ref: str, path: Path, with_prompts: bool = False) -> int:
     """Write one record per item and lane, in input order, to ``path``; returns the count."""
     refuse_other_kind(path, "jsonl")
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as out:
-        return stream_jsonl(db, run_ref=run_ref, out=out)
+        return stream_jsonl(db, run_ref=run_ref, out=out, with_prompts=with_prompts)
 
 
-def stream_jsonl(db: Engine, *, run_ref: str, out: TextIO) -> int:
-    """Write one record per item and lane, in input order, to ``out``; returns the count."""
+def stream_jsonl(db: Engine, *, run_ref: str, out: TextIO, with_prompts: bool = False) -> int:
+    """Write one record per item and lane, in input order, to ``out``; returns the count.
+
+    A scored run's lines carry their item's ensemble (``producer.ensemble``); a run
+    that kept its prompts carries each line's ``rendered_prompt``. ``with_prompts``
+    asks for them: ConfigError for a run that did not keep them.
+    """
     count = 0
     with session_scope(db) as session:
         run = resolve_run(session, run_ref)
+        config = RunConfig.model_validate(run.config)
+        if with_prompts and not config.keep_prompts:
+            raise ConfigError(
+                f"run {run.id} did not keep its prompts: run it with --keep-prompts to export them"
+            )
+        replaceable = STAGE_FIELDS if config.from_run else ()
         lanes = {lane.index: lane for lane in lanes_of(session, run_id=run.id)}
-        for item, index, result in iter_results(session, run_id=run.id):
-            lane = lanes[index]
-            line = record(item, lane.model, index, result, lane.permutation)
-            out.write(json.dumps(line, ensure_ascii=False))
-            out.write("\n")
-            count += 1
+        rows = iter_results(session, run_id=run.id)
+        for _, answered in groupby(rows, key=lambda row: row[0].id):
+            group = list(answered)
+            item = group[0][0]
+            pairs = [(lanes[index], result) for _, index, result in group]
+            ensemble = ensemble_fields(config, item, pairs)
+            for lane, result in pairs:
+                fields = fleet_fields(item, lane.model, lane.index, result, lane.permutation)
+                if config.keep_prompts:
+                    fields["rendered_prompt"] = result.prompt if result else None
+                line = merged(item.payload, {**fields, **ensemble}, replaceable)
+                out.write(json.dumps(line, ensure_ascii=False))
+                out.write("\n")
+                count += 1
     return count
 
 

@@ -49,6 +49,8 @@ class InputRecord:
     payload: dict[str, Any]
     prompt: str
     reference: str | None
+    #: The reference is a JSON object or array (``reference`` is its JSON text).
+    reference_is_json: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,7 @@ class RecordReader:
             payload=record,
             prompt=self._prompt(line_no, record),
             reference=self._reference(line_no, record),
+            reference_is_json=isinstance(record.get(self.reference_field or ""), (dict, list)),
         )
 
     def _check_values(self, line_no: int, record: dict[str, Any]) -> None:

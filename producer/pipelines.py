@@ -7,14 +7,19 @@ result of a completed run as one input record: the item's own fields, then
 | --- | --- |
 | ``id`` | the id; ``<dataset>/<id>`` with several datasets; ``...@<lane>`` with several lanes |
 | ``source_id`` | the item's id in the source run |
-| ``answer`` | the source lane's answer |
+| ``answer`` | the source lane's answer (a permuted lane's mapped back) |
 | ``lane``, ``model``, ``permutation`` | the source lane |
 | ``score`` | the source score (null when the source run was not scored) |
 | ``reference`` | the source item's reference (null if none) |
 | ``dataset`` | the source item's dataset |
 | ``source_answer``, ``source_lane``, ``source_model`` | copies kept in the stage's export |
+| ``source_permutation``, ``source_score`` | copies kept in the stage's export |
+| ``source_reference``, ``source_dataset`` | copies kept in the stage's export |
 
-(The stage's export writes its own ``answer``, ``lane`` and ``model`` over the source's.)
+These fields (``STAGE_FIELDS``) are the fleet's own: the stage's export writes its
+own ``answer``, ``lane``, ``model``, ... over them (the ``source_*`` copies stay),
+while the item's input fields are kept as every export keeps them
+(``producer.records``).
 
 Failed results are not passed on: there is no answer to judge. The records go
 through the same validation as a file's lines; errors name ``run:<id>`` and the
@@ -30,6 +35,7 @@ from pathlib import Path
 from sqlalchemy import Engine, distinct, func
 from sqlmodel import col, select
 
+from common.answers import original_answer
 from common.db import session_scope
 from common.errors import ConfigError
 from common.models import Item, RunStatus
@@ -38,6 +44,9 @@ from producer.inputs import RecordReader
 
 #: Prefix of a pipeline stage's source in messages and ``Run.input_path``.
 RUN_SOURCE = "run:"
+
+#: Fields a stage's record gets from its source lane, which the stage's export replaces.
+STAGE_FIELDS = ("answer", "lane", "model", "permutation", "score", "reference", "dataset")
 
 
 def source_run_id(db: Engine, run_ref: str) -> str:
@@ -80,19 +89,24 @@ def stage_lines(db: Engine, *, run_id: str) -> Iterator[bytes]:
                 continue
             lane = lanes[index]
             custom_id = f"{item.dataset}/{item.custom_id}" if datasets > 1 else item.custom_id
+            answer = original_answer(lane.permutation, item, result.answer or "")
             record = {
                 **item.payload,
                 "id": f"{custom_id}@{index}" if several else custom_id,
                 "source_id": item.custom_id,
-                "answer": result.answer or "",
+                "answer": answer,
                 "lane": index,
                 "model": lane.model,
                 "permutation": lane.permutation,
                 "score": result.score,
                 "reference": item.reference,
                 "dataset": item.dataset,
-                "source_answer": result.answer or "",
+                "source_answer": answer,
                 "source_lane": index,
                 "source_model": lane.model,
+                "source_permutation": lane.permutation,
+                "source_score": result.score,
+                "source_reference": item.reference,
+                "source_dataset": item.dataset,
             }
             yield json.dumps(record, ensure_ascii=False).encode() + b"\n"

@@ -5,8 +5,12 @@ the file. Its keys are the long option names (``max_new_tokens`` or
 ``max-new-tokens``), plus:
 
 - ``input``: the INPUT file;
-- ``datasets``: a table ``{name = "path"}`` (the ``--dataset`` options);
-- ``models``: an alias of ``model``.
+- ``datasets``: a table ``{name = "path"}`` (the ``--dataset`` options), where a
+  dataset may instead be a table of its own, ``{path = "...", template = "...",
+  reference_field = "...", scorer = "..."}``: its template, reference field and
+  scorer replace the run's for its records;
+- ``models``: an alias of ``model``;
+- ``workers``: ``fleet run``'s local worker processes (``--workers``).
 
 Relative paths (``input``, datasets, and models written ``./x`` or ``../x``) are read
 from the run file's folder. An option given on the command
@@ -18,7 +22,7 @@ effective options end up in the run's stored config (``Run.config``).
 from __future__ import annotations
 
 import tomllib
-from dataclasses import fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ import pydantic
 import yaml
 
 from common.errors import ConfigError
+from common.runconfig import DatasetOptions
 from producer.cli.options import JobOptions
 
 #: File suffixes read as run files rather than JSONL input.
@@ -34,6 +39,21 @@ RUN_FILE_SUFFIXES = (".toml", ".yaml", ".yml")
 #: Options whose value is a list: a single string in the file is a list of one.
 _LIST_OPTIONS = ("model", "permutation", "dataset")
 
+#: Keys of a dataset's own table.
+_DATASET_KEYS = ("path", *DatasetOptions.model_fields)
+
+
+@dataclass(frozen=True)
+class RunFile:
+    """A run file's options (the command line's on top) and what is not a job option."""
+
+    options: JobOptions
+    input_path: Path | None
+    #: ``fleet run --workers`` from the file; None when it does not say.
+    workers: int | None = None
+    #: Dataset name -> its own template, reference field and scorer.
+    dataset_options: dict[str, DatasetOptions] = field(default_factory=dict)
+
 
 def is_run_file(path: Path | None) -> bool:
     return path is not None and path.suffix.lower() in RUN_FILE_SUFFIXES
@@ -41,17 +61,28 @@ def is_run_file(path: Path | None) -> bool:
 
 def load(path: Path) -> tuple[dict[str, Any], Path | None]:
     """The file's option values by JobOptions field, and its INPUT (or None)."""
+    values, input_path, _, _ = _load(path)
+    return values, input_path
+
+
+def _load(
+    path: Path,
+) -> tuple[dict[str, Any], Path | None, int | None, dict[str, DatasetOptions]]:
     raw = _read(path)
     base = path.parent
     values: dict[str, Any] = {}
     input_path: Path | None = None
+    workers: int | None = None
+    own: dict[str, DatasetOptions] = {}
     known = {field.name for field in fields(JobOptions)}
     for key, value in raw.items():
         name = {"models": "model", "datasets": "dataset"}.get(key, key.replace("-", "_"))
         if name == "input":
             input_path = _path(base, _text(path, key, value))
+        elif name == "workers":
+            workers = _workers(path, key, value)
         elif name == "dataset":
-            values[name] = _datasets(path, key, value, base)
+            values[name], own = _datasets(path, key, value, base)
         elif name == "model":
             models = [value] if isinstance(value, str) else value
             values[name] = _models(models, base) if isinstance(models, list) else models
@@ -65,19 +96,25 @@ def load(path: Path) -> tuple[dict[str, Any], Path | None]:
         problem = error.errors()[0]
         field = ".".join(str(part) for part in problem["loc"])
         raise ConfigError(f"{path}: field '{field}': {problem['msg']}") from None
-    return values, input_path
+    return values, input_path, workers, own
 
 
 def merge(path: Path, options: JobOptions) -> tuple[JobOptions, Path | None]:
     """The run file's options with the command line's non-default values on top."""
-    values, input_path = load(path)
+    run_file = read(path, options)
+    return run_file.options, run_file.input_path
+
+
+def read(path: Path, options: JobOptions) -> RunFile:
+    """The run file, the command line's non-default option values on top of its own."""
+    values, input_path, workers, own = _load(path)
     defaults = JobOptions()
     typed = {
         field.name: getattr(options, field.name)
         for field in fields(JobOptions)
         if getattr(options, field.name) != getattr(defaults, field.name)
     }
-    return replace(defaults, **{**values, **typed}), input_path
+    return RunFile(replace(defaults, **{**values, **typed}), input_path, workers, own)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -99,12 +136,36 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def _datasets(path: Path, key: str, value: Any, base: Path) -> list[str]:
+def _datasets(
+    path: Path, key: str, value: Any, base: Path
+) -> tuple[list[str], dict[str, DatasetOptions]]:
+    """``--dataset`` values (``name=path``) and each dataset's own options."""
     if not isinstance(value, dict) or not value:
         raise ConfigError(f"{path}: field '{key}' must be a table of name = path")
-    return [
-        f"{name}={_path(base, _text(path, f'{key}.{name}', file))}" for name, file in value.items()
-    ]
+    entries: list[str] = []
+    own: dict[str, DatasetOptions] = {}
+    for name, entry in value.items():
+        where = f"{key}.{name}"
+        if isinstance(entry, dict):
+            unknown = sorted(set(entry) - set(_DATASET_KEYS))
+            if unknown:
+                known = ", ".join(_DATASET_KEYS)
+                raise ConfigError(f"{path}: field '{where}.{unknown[0]}' is unknown ({known})")
+            settings = {
+                option: _text(path, f"{where}.{option}", text)
+                for option, text in entry.items()
+                if option != "path"
+            }
+            own[name] = DatasetOptions(**settings)
+            entry = entry.get("path")
+        entries.append(f"{name}={_path(base, _text(path, where + '.path', entry))}")
+    return entries, own
+
+
+def _workers(path: Path, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{path}: field '{key}' must be an integer of at least 1, got {value!r}")
+    return value
 
 
 def _models(models: list[Any], base: Path) -> list[Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlmodel import select
 
@@ -33,7 +33,7 @@ from worker.batching import iter_batches
 from worker.engines import Engine, GenerationParams
 from worker.inference import Outcome, generate_isolated
 from worker.lanes import answer_score, lane_prompts
-from worker.prompting import prepare
+from worker.prompting import prepare, shown_prompt
 from worker.runtime import WorkerRuntime
 from worker.structured import validate_outcomes
 
@@ -58,6 +58,8 @@ class _Work:
     guard: AttemptGuard
     #: Marking the slice done closed the run's last slice: try to finalize.
     last_slice: bool = False
+    #: Each item's prompt as the engine got it, for a run that keeps prompts.
+    kept_prompts: list[str | None] = field(default_factory=list)
 
 
 def process_slice(runtime: WorkerRuntime, order: SliceOrder, *, worker: str) -> SliceOutcome:
@@ -131,6 +133,8 @@ def _run_items(
         engine, [(item.payload, text) for item, text in zip(work.items, texts, strict=True)], config
     )
     prompts, lengths = prepared.prompts, prepared.lengths
+    if config.keep_prompts:
+        work.kept_prompts = [shown_prompt(prompt) for prompt in prompts]
     unrunnable = sorted(prepared.failed)
     rows = _rows(
         runtime,
@@ -221,6 +225,12 @@ def _rows(
     rows: list[ResultRow] = []
     for index, outcome in zip(indexes, outcomes, strict=True):
         completion = outcome.completion
+        score, scores = answer_score(
+            work.config,
+            work.lane.permutation,
+            work.items[index],
+            completion.text if completion and outcome.error_kind is None else None,
+        )
         rows.append(
             ResultRow(
                 run_id=work.run.id,
@@ -229,12 +239,9 @@ def _rows(
                 slice_id=slice_id,
                 ok=completion is not None and outcome.error_kind is None,
                 answer=completion.text if completion else None,
-                score=answer_score(
-                    work.config,
-                    work.lane.permutation,
-                    work.items[index],
-                    completion.text if completion and outcome.error_kind is None else None,
-                ),
+                score=score,
+                scores=scores,
+                prompt=work.kept_prompts[index] if work.kept_prompts else None,
                 parsed=outcome.parsed,
                 latency_s=outcome.latency_s,
                 tokens_in=completion.tokens_in if completion else lengths[index],

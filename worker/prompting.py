@@ -6,6 +6,7 @@ built or cannot fit fails alone, with its reason, and never reaches a batch.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,15 @@ def engine_prompt(engine: Engine, prompt: Prompt) -> Prompt:
     if isinstance(prompt, Chat):
         return engine.render_chat(prompt.messages)
     return prompt
+
+
+def shown_prompt(prompt: Prompt) -> str | None:
+    """A prompt as stored for ``--keep-prompts``: the text the model read (chat template,
+    schema instruction and truncation applied), or the JSON of the messages an engine
+    sends as a conversation; None for an item whose prompt could not be built."""
+    if isinstance(prompt, Chat):
+        return json.dumps(prompt.messages, ensure_ascii=False)
+    return prompt or None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from producer.cli.options import JobOptions, job_command, run_config
 
 if TYPE_CHECKING:
     from common.stats import Figures
+    from producer.runfile import RunFile
     from producer.runner import RunInterrupted, RunOutcome
     from producer.verdict import FailureLimit
 
@@ -67,8 +68,9 @@ def enqueue(
     settings = load_settings()
     if settings.broker_url is None:
         raise ConfigError("FLEET_BROKER_URL is not set (use `fleet run` for the embedded mode)")
-    input_path, options = _with_run_file(input_path, options)
-    config = run_config(settings, options)
+    job = _with_run_file(input_path, options)
+    input_path, options = job.input_path, job.options
+    config = run_config(settings, options, job.dataset_options)
     check_run_models(config)
     db = make_engine(settings.sqlalchemy_url)
     enqueued = create_run(
@@ -115,8 +117,11 @@ def run(
 
     settings = load_settings()
     limit = parse_limit(max_failures)
-    input_path, options = _with_run_file(input_path, options)
-    config = run_config(settings, options)
+    job = _with_run_file(input_path, options)
+    input_path, options = job.input_path, job.options
+    if job.workers is not None and workers == 1:  # 1 is the default: the file's count stands
+        workers = job.workers
+    config = run_config(settings, options, job.dataset_options)
     check_run_models(config)
     enqueued = create_job(
         settings,
@@ -211,14 +216,13 @@ def _stored_run_named(run_id: str) -> Iterator[None]:
         raise
 
 
-def _with_run_file(input_path: Path | None, options: JobOptions) -> tuple[Path | None, JobOptions]:
-    """INPUT as given, or the run file's INPUT and options (the command line on top)."""
-    from producer.runfile import is_run_file, merge
+def _with_run_file(input_path: Path | None, options: JobOptions) -> RunFile:
+    """INPUT and the options as given, or the run file's (the command line on top)."""
+    from producer.runfile import RunFile, is_run_file, read
 
     if input_path is None or not is_run_file(input_path):
-        return input_path, options
-    options, file_input = merge(input_path, options)
-    return file_input, options
+        return RunFile(options, input_path)
+    return read(input_path, options)
 
 
 def _report(settings: Settings, outcome: RunOutcome, limit: FailureLimit | None) -> None:

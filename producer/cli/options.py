@@ -20,7 +20,15 @@ import typer
 from common.constants import DEFAULT_QUEUE, ENGINES
 from common.errors import ConfigError
 from common.permutations import expand
-from common.runconfig import AGGREGATES, DTYPES, SIDES, Batching, Generation, RunConfig
+from common.runconfig import (
+    AGGREGATES,
+    DTYPES,
+    SIDES,
+    Batching,
+    DatasetOptions,
+    Generation,
+    RunConfig,
+)
 from common.settings import Settings
 from producer.checkpoints import model_refs
 from producer.datasets import dataset_map
@@ -152,6 +160,13 @@ class JobOptions:
         int | None,
         typer.Option(min=1, help="Longest input line, in bytes; a longer one is refused unparsed."),
     ] = None
+    keep_prompts: Annotated[
+        bool,
+        typer.Option(
+            help="Store each result's prompt as the model got it (chat template, schema "
+            "instruction, permutation); exported as rendered_prompt."
+        ),
+    ] = False
 
 
 #: Options whose text understands ``\\n``, ``\\t`` and ``\\\\`` on the command line, where a
@@ -216,8 +231,15 @@ def job_command(command: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-def run_config(settings: Settings, options: JobOptions) -> RunConfig:
-    """The RunConfig a job's options ask for, defaults filled in from the settings."""
+def run_config(
+    settings: Settings,
+    options: JobOptions,
+    dataset_options: dict[str, DatasetOptions] | None = None,
+) -> RunConfig:
+    """The RunConfig a job's options ask for, defaults filled in from the settings.
+
+    ``dataset_options``: a run file's per-dataset template, reference field and scorer.
+    """
 
     if options.engine not in ENGINES:
         raise ConfigError(f"unknown engine {options.engine!r}; known: {', '.join(ENGINES)}")
@@ -231,7 +253,7 @@ def run_config(settings: Settings, options: JobOptions) -> RunConfig:
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
     truncate = length_policy(options.truncate, options.on_too_long)
-    return RunConfig(
+    config = RunConfig(
         engine=options.engine,
         models=model_refs(options.engine, options.model),
         template=options.template,
@@ -265,7 +287,15 @@ def run_config(settings: Settings, options: JobOptions) -> RunConfig:
         attn_implementation=options.attn_implementation,
         trust_remote_code=options.trust_remote_code,
         max_line_bytes=options.max_line_bytes or settings.max_line_bytes,
+        dataset_options=dataset_options or {},
+        keep_prompts=options.keep_prompts,
     )
+    if options.aggregate is not None and not config.scored():
+        raise ConfigError(
+            f"--aggregate {options.aggregate} combines the scores of an item's lanes: give "
+            "--scorer and --reference-field (nothing was enqueued)"
+        )
+    return config
 
 
 def _output_schema(options: JobOptions) -> dict[str, Any] | None:

@@ -60,6 +60,13 @@ def export(
             "'-' writes to standard output. A file of the other kind is never overwritten.",
         ),
     ] = None,
+    with_prompts: Annotated[
+        bool,
+        typer.Option(
+            help="Each line's rendered_prompt, as the model got it (the run must have been "
+            "made with --keep-prompts)."
+        ),
+    ] = False,
 ) -> None:
     """Write a run's results (jsonl, one per item and lane) or summary (json)."""
     from common.db import make_engine
@@ -68,7 +75,7 @@ def export(
     db = make_engine(load_settings().sqlalchemy_url)
     if output == "-":
         if format is ExportFormat.jsonl:
-            count = stream_jsonl(db, run_ref=run_ref, out=sys.stdout)
+            count = stream_jsonl(db, run_ref=run_ref, out=sys.stdout, with_prompts=with_prompts)
             errors.print(f"{count} records written to standard output")
         else:
             sys.stdout.write(summary_text(summary(db, run_ref=run_ref)))
@@ -76,7 +83,7 @@ def export(
         return
     path = Path(output) if output else DEFAULT_NAMES[format]
     if format is ExportFormat.jsonl:
-        count = write_jsonl(db, run_ref=run_ref, path=path)
+        count = write_jsonl(db, run_ref=run_ref, path=path, with_prompts=with_prompts)
         errors.print(f"{count} records written to {path}")
     else:
         write_json(db, run_ref=run_ref, path=path)

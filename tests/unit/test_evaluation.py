@@ -102,8 +102,12 @@ def test_every_scope_of_an_or_run(db: Engine, tmp_path: Path) -> None:
     assert stats["model:m2"]["correct"] == 1.0  # a
     assert stats["permutation:identity"]["correct"] == 3.0  # a, b, c
     assert stats["permutation:cyclic-digits@1"]["correct"] == 2.0  # a, c
-    assert stats["dataset:ds1"] == {"correct": 2.0, "total": 2.0, "accuracy": 1.0}
-    assert stats["dataset:ds2"] == {"correct": 1.0, "total": 2.0, "accuracy": 0.5}
+    assert stats["dataset:ds1"] == {
+        "correct": 2.0, "total": 2.0, "accuracy": 1.0, "items": 2, "rejected_items": 0
+    }  # fmt: skip
+    assert stats["dataset:ds2"] == {
+        "correct": 1.0, "total": 2.0, "accuracy": 0.5, "items": 2, "rejected_items": 0
+    }  # fmt: skip
     assert stats["batch:0"]["correct"] == 2.0  # slice 0 holds a and b
     assert stats["batch:1"]["correct"] == 1.0
     assert stats["batch:1"]["time_seconds"] == 0.0  # slices never ran

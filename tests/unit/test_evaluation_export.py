@@ -49,6 +49,8 @@ def test_summary_has_seed_000_shape(db: Engine, tmp_path: Path) -> None:
         {"batch_idx", "correct", "total", "accuracy", "time_seconds"}
     ] * 2
     assert [lane["correct"] for lane in document["lane_results"]] == [3.0, 2.0, 1.0, 1.0]
-    assert document["dataset_results"]["ds2"] == {"correct": 1.0, "total": 2, "accuracy": 0.5}
+    assert document["dataset_results"]["ds2"] == {
+        "correct": 1.0, "total": 2, "accuracy": 0.5, "items": 2, "rejected_items": 0
+    }  # fmt: skip
     assert set(document["model_results"]) == {"m1", "m2"}
     assert set(document["permutation_results"]) == {"identity", "cyclic-digits@1"}

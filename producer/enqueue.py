@@ -118,10 +118,11 @@ def create_run(
             if dataset_errors and not skip_invalid:
                 raise InvalidInputFile(dataset.source, errors, dataset_errors)
             if added == 0:
-                # With --skip-invalid an empty dataset is one reject, so it shows in the results.
+                # With --skip-invalid an empty dataset among others is one reject: it shows
+                # in the results, and the others run.
                 message = "no records in the file" + (" after sampling" if config.sample else "")
                 empty = InputError(dataset.source, 0, message)
-                if not skip_invalid:
+                if not skip_invalid or len(datasets) == 1:
                     raise InvalidInputFile(dataset.source, [empty], 1)
                 added, _, dataset_errors = _insert_records(
                     session, run_id, [Rejected(0, "", empty)], True, count, dataset.name
@@ -192,7 +193,8 @@ def open_datasets(
         datasets.append(
             Dataset(DEFAULT_DATASET, str(input_path), reader(DEFAULT_DATASET, input_path))
         )
-    if not skip_invalid:
+    several = len(datasets) + len(config.datasets) > 1
+    if not (skip_invalid and several):
         check_dataset_files(config.datasets)
     for name, path in config.datasets.items():
         if any(dataset.name == name for dataset in datasets):

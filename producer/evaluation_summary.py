@@ -58,19 +58,21 @@ def evaluation_blocks(run: Run, lanes: Sequence[Lane], stats: dict[str, Figures]
         ],
         "model_results": _scoped(stats, "model:"),
         "permutation_results": _scoped(stats, "permutation:"),
-        "dataset_results": _scoped(stats, "dataset:"),
+        "dataset_results": _scoped(stats, "dataset:", counts=True),
     }
 
 
-def _scoped(stats: dict[str, Figures], prefix: str) -> dict[str, dict[str, Any]]:
+def _scoped(
+    stats: dict[str, Figures], prefix: str, *, counts: bool = False
+) -> dict[str, dict[str, Any]]:
     return {
-        scope[len(prefix) :]: _accuracy(figures)
+        scope[len(prefix) :]: _accuracy(figures, counts=counts)
         for scope, figures in stats.items()
         if scope.startswith(prefix)
     }
 
 
-def _accuracy(figures: Figures) -> dict[str, Any]:
+def _accuracy(figures: Figures, *, counts: bool = False) -> dict[str, Any]:
     """Correct, total and accuracy; a dataset's item counts; a multi-metric scorer's means."""
     total = figures.get("total")
     block: dict[str, Any] = {
@@ -78,7 +80,7 @@ def _accuracy(figures: Figures) -> dict[str, Any]:
         "total": None if total is None else int(total),
         "accuracy": figures.get("accuracy"),
     }
-    for count in ("items", "rejected_items"):
+    for count in ("items", "rejected_items") if counts else ():
         if count in figures:
             block[count] = figures[count]
     metrics = {

@@ -27,6 +27,9 @@ __all__ = ["record", "stream_jsonl", "summary", "write_json", "write_jsonl"]
 def write_jsonl(db: Engine, *, run_ref: str, path: Path, with_prompts: bool = False) -> int:
     """Write one record per item and lane, in input order, to ``path``; returns the count."""
     refuse_other_kind(path, "jsonl")
+    if with_prompts:
+        with session_scope(db) as session:  # refused before the file is touched
+            _check_prompts_kept(resolve_run(session, run_ref))
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as out:
         return stream_jsonl(db, run_ref=run_ref, out=out, with_prompts=with_prompts)
@@ -64,6 +67,13 @@ def stream_jsonl(db: Engine, *, run_ref: str, out: TextIO, with_prompts: bool = 
                 out.write("\n")
                 count += 1
     return count
+
+
+def _check_prompts_kept(run: Run) -> None:
+    if not run.config.get("keep_prompts"):
+        raise ConfigError(
+            f"run {run.id} did not keep its prompts: run it with --keep-prompts to export them"
+        )
 
 
 def refuse_other_kind(path: Path, kind: str) -> None:

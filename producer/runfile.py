@@ -146,6 +146,7 @@ def _datasets(
     own: dict[str, DatasetOptions] = {}
     for name, entry in value.items():
         where = f"{key}.{name}"
+        named = where
         if isinstance(entry, dict):
             unknown = sorted(set(entry) - set(_DATASET_KEYS))
             if unknown:
@@ -157,8 +158,8 @@ def _datasets(
                 if option != "path"
             }
             own[name] = DatasetOptions(**settings)
-            entry = entry.get("path")
-        entries.append(f"{name}={_path(base, _text(path, where + '.path', entry))}")
+            entry, named = entry.get("path"), f"{where}.path"
+        entries.append(f"{name}={_path(base, _text(path, named, entry))}")
     return entries, own
 
 

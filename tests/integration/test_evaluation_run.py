@@ -95,9 +95,11 @@ def test_checkpoints_times_permutations_or_accuracy(tmp_path: Path) -> None:
     assert len({(r["id"], r["lane"]) for r in records}) == 6 * 9
     by_lane = {(r["id"], r["model"], r["permutation"]): r for r in records}
     shifted = by_lane[("easy-2", "answer_from=c", "cyclic-digits@1")]
-    assert (shifted["answer"], shifted["score"]) == ("123", 1.0)  # 123 mapped back is 912
+    # answer: mapped back to the item's digits (what was scored); raw_answer: as generated
+    assert (shifted["answer"], shifted["raw_answer"], shifted["score"]) == ("912", "123", 1.0)
     relabelled = by_lane[("easy-0", "answer_from=a", "cyclic-digits@2")]
-    assert (relabelled["answer"], relabelled["score"]) == ("345", 1.0)  # the input was shifted
+    assert (relabelled["answer"], relabelled["raw_answer"]) == ("123", "345")  # input shifted
+    assert relabelled["score"] == 1.0
 
 
 def wait_completed(database_url: str, run_id: str, timeout_s: float = 120) -> Run:

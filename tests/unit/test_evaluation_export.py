@@ -33,10 +33,13 @@ def test_record_keeps_input_fields_that_defaults_would_hide() -> None:
         Result(run_id="r", item_id=1, lane_index=1, ok=True, answer="42", score=1.0),
         "cyclic-digits@1",
     )
-    assert scored["reference"] == "42"
-    assert scored["dataset"] == "math"
+    # The input's own reference and dataset stay; the fleet's go under "fleet".
+    assert (scored["reference"], scored["dataset"]) == ("mine", "gsm8k")
+    assert scored["fleet"] == {"reference": "42", "dataset": "math"}
     assert scored["score"] == 1.0
     assert scored["permutation"] == "cyclic-digits@1"
+    # The lane's answer mapped back to the item's own digits, and as generated.
+    assert (scored["answer"], scored["raw_answer"]) == ("31", "42")
 
 
 def test_summary_has_seed_000_shape(db: Engine, tmp_path: Path) -> None:

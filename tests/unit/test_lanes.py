@@ -36,12 +36,12 @@ def test_permuted_lane_renders_from_the_permuted_payload() -> None:
 
 
 def test_score_inverts_the_answer_before_comparing() -> None:
-    assert answer_score(CONFIG, "cyclic-digits@1", ITEM, "45") == 1.0  # 45 -> 34
-    assert answer_score(CONFIG, "cyclic-digits@1", ITEM, "34") == 0.0  # 34 -> 23
-    assert answer_score(CONFIG, "identity", ITEM, "34") == 1.0
-    assert answer_score(CONFIG, "identity", ITEM, None) == 0.0  # a failed answer is wrong
+    assert answer_score(CONFIG, "cyclic-digits@1", ITEM, "45") == (1.0, None)  # 45 -> 34
+    assert answer_score(CONFIG, "cyclic-digits@1", ITEM, "34") == (0.0, None)  # 34 -> 23
+    assert answer_score(CONFIG, "identity", ITEM, "34") == (1.0, None)
+    assert answer_score(CONFIG, "identity", ITEM, None) == (0.0, None)  # a failed answer
     unscored = CONFIG.model_copy(update={"scorer": None})
-    assert answer_score(unscored, "identity", ITEM, "34") is None
+    assert answer_score(unscored, "identity", ITEM, "34") == (None, None)
 
 
 def test_scripted_echo_answers_from_a_prompt_field() -> None:

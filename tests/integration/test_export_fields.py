@@ -138,3 +138,35 @@ def test_aggregate_without_a_reference_field_is_refused(tmp_path: Path) -> None:
         assert "--reference-field" in done.stderr
     nothing = run_fleet("status", "latest", env=env, cwd=tmp_path)
     assert nothing.returncode != 0  # no run was stored
+
+
+def test_kept_prompt_is_the_chat_template_text_the_model_read(
+    tmp_path: Path, demo_model: Path
+) -> None:
+    """A real checkpoint: the tokenizer's chat template, the schema instruction and the
+    lane's permutation, exactly as the model got them."""
+    inputs = write_jsonl(tmp_path / "in.jsonl", [{"id": "p1", "puzzle": "12", "ref": "12"}])
+    schema = {"type": "object", "properties": {"n": {"type": "string"}}}
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    out = tmp_path / "out"
+    # The demo checkpoint's random weights write no JSON: the run fails (exit 1), and
+    # the failed answer keeps its prompt all the same.
+    done = run_fleet(
+        "run", str(inputs), "--model", str(demo_model), "--template", "Solve {puzzle}",
+        "--permutation", "cyclic-digits@1", "--system", "Be exact.",
+        "--json-schema", str(tmp_path / "schema.json"), "--max-new-tokens", "2",
+        "--keep-prompts", "-o", str(out), env=fleet_env(tmp_path), cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode in (0, 1), done.stderr
+    (line,) = read_jsonl(out / "results.jsonl")
+    instruction = (
+        "\n\nAnswer with a single JSON object that matches this JSON Schema, and nothing "
+        f"else:\n{json.dumps(schema)}\n"
+    )
+    # The demo checkpoint's chat template: <|role|>, newline, content, newline.
+    expected = (
+        "<|system|>\nBe exact.\n"
+        f"<|user|>\nSolve 23{instruction}\n"  # 12 relabelled by cyclic-digits@1
+        "<|assistant|>\n"
+    )
+    assert line["rendered_prompt"] == expected

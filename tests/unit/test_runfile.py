@@ -9,7 +9,7 @@ import pytest
 from common.errors import ConfigError
 from common.settings import Settings
 from producer.cli.options import JobOptions, run_config
-from producer.runfile import is_run_file, merge
+from producer.runfile import is_run_file, merge, read
 
 TOML = """
 engine = "echo"
@@ -97,3 +97,56 @@ def test_only_toml_and_yaml_are_run_files() -> None:
     assert is_run_file(Path("x.yml"))
     assert not is_run_file(Path("x.jsonl"))
     assert not is_run_file(None)
+
+
+DATASETS_TOML = """
+models = "m"
+workers = 3
+scorer = "exact"
+reference_field = "gold"
+
+[datasets.math]
+path = "math.jsonl"
+template = "Q {q}"
+reference_field = "answer"
+scorer = "numeric"
+
+[datasets]
+plain = "plain.jsonl"
+"""
+
+
+def test_a_dataset_table_holds_its_own_settings(tmp_path: Path) -> None:
+    path = tmp_path / "eval.toml"
+    path.write_text(DATASETS_TOML)
+    run_file = read(path, JobOptions())
+    assert run_file.workers == 3
+    config = run_config(Settings(), run_file.options, run_file.dataset_options)
+    assert config.datasets == {
+        "math": str(tmp_path / "math.jsonl"), "plain": str(tmp_path / "plain.jsonl")
+    }  # fmt: skip
+    assert (config.template_for("math"), config.template_for("plain")) == ("Q {q}", None)
+    assert config.scorer_for("math") == "numeric"
+    assert config.scorer_for("plain") == "exact"
+    assert config.reference_field_for("math") == "answer"
+    assert config.reference_field_for("plain") == "gold"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("workers = 0\n", "field 'workers' must be an integer of at least 1"),
+        ('[datasets.a]\ntemplate = "{q}"\n', "field 'datasets.a.path' must be a non-empty"),
+        ('[datasets.a]\npath = "a.jsonl"\nscorrer = "exact"\n', "'datasets.a.scorrer' is unknown"),
+    ],
+)
+def test_bad_dataset_tables_name_the_field(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        read(path, JobOptions())
+
+
+def test_aggregate_without_a_scorer_is_refused() -> None:
+    with pytest.raises(ConfigError, match="--aggregate majority combines the scores"):
+        run_config(Settings(), JobOptions(model=["m"], aggregate="majority"))

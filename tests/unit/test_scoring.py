@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from common.errors import ConfigError
-from common.scoring import parse
+from common.scoring import canonical, parse, split
 
 
 @pytest.mark.parametrize(
@@ -75,3 +75,56 @@ def test_user_scorer(user_scorer: str) -> None:
 def test_bad_scorer_specs(spec: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse(spec)
+
+
+def test_a_user_scorer_gets_an_object_reference_and_may_return_metrics(user_scorer: str) -> None:
+    module = sys.modules[user_scorer]
+    module.keys = lambda answer, reference: {  # type: ignore[attr-defined]
+        "recall": float(answer in reference["keys"]),
+        "f1": 0.5,
+    }
+    verdict = parse(f"{user_scorer}:keys")("x", {"keys": ["x", "y"]})
+    assert verdict == {"recall": 1.0, "f1": 0.5}
+    assert split(verdict) == (1.0, verdict)  # no "score" metric: the first one
+    assert split({"f1": 0.5, "score": 0.25}) == (0.25, {"f1": 0.5, "score": 0.25})
+    assert split(0.75) == (0.75, None)
+
+
+@pytest.mark.parametrize(
+    ("returned", "message"),
+    [
+        ({}, "empty dict"),
+        ({"f1": 1.5}, "metric 'f1' 1.5 is outside"),
+        ({"f1": "high"}, "metric 'f1' must be a number"),
+        ({"has space": 1.0}, "metric name 'has space'"),
+        ({3: 1.0}, "metric name 3"),
+    ],
+)
+def test_bad_metrics_are_refused(user_scorer: str, returned: object, message: str) -> None:
+    module = sys.modules[user_scorer]
+    module.bad = lambda answer, reference: returned  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match=message):
+        parse(f"{user_scorer}:bad")("a", "b")
+
+
+def test_builtins_compare_an_object_reference_as_its_json_text() -> None:
+    assert parse("exact")('{"a": 1}', {"a": 1}) == 1.0
+    assert parse("json-field:x")('{"x": [1, 2]}', [1, 2]) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("spec", "answer", "form"),
+    [
+        ("exact", "  Paris \n", "Paris"),
+        ("normalized", "The Paris!", "paris"),
+        ("contains", "It is Paris.", "it is paris"),
+        ("numeric", "about 1,234.50 km", "1234.5"),
+        ("numeric", "none", None),
+        ("regex:answer: (\\w+)", "so answer: B.", "B"),
+        ("regex:answer: (\\w+)", "nothing", None),
+        ("json-field:a.0", '{"a": [" x "]}', "x"),
+        ("json-field:a", "not json", None),
+    ],
+)
+def test_canonical_is_what_the_scorer_compares(spec: str, answer: str, form: str | None) -> None:
+    assert canonical(spec)(answer) == form

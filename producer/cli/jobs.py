@@ -311,6 +311,13 @@ def _print_summary(overall: Figures, aggregate: str) -> None:
         console.print(
             f"accuracy={accuracy} ({correct} of {total} items right, --aggregate {aggregate})"
         )
+    metrics = [
+        f"{name.removesuffix('_mean')}={_figure(value)}"
+        for name, value in overall.items()
+        if name.endswith("_mean") and f"{name.removesuffix('_mean')}_sum" in overall
+    ]
+    if metrics:
+        console.print(f"{'  '.join(metrics)} (mean over {total} items, --aggregate {aggregate})")
 
 
 def _figure(value: float | int | None) -> str:

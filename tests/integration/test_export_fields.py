@@ -98,7 +98,7 @@ def test_with_prompts_on_a_run_that_did_not_keep_them_says_so(tmp_path: Path) ->
     assert "rendered_prompt" not in line  # stored only when asked
     done = run_fleet("export", "latest", "--with-prompts", "-o", str(tmp_path / "x.jsonl"),
                      env=env, cwd=tmp_path)  # fmt: skip
-    assert done.returncode != 0
+    assert done.returncode == 2
     assert "--keep-prompts" in done.stderr
     assert not (tmp_path / "x.jsonl").exists()
 

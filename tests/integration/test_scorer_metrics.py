@@ -53,7 +53,7 @@ def test_each_metric_is_a_statistic_per_scope(
         settings["database_url"] = request.getfixturevalue("postgres_url")
     env = {**fleet_env(tmp_path, **settings), "PYTHONPATH": str(tmp_path)}
     out = tmp_path / "out"
-    fleet(
+    shown = fleet(
         "run", str(inputs), "--engine", "echo", "-m", "answer_from=a", "-m", "answer_from=b",
         "--template", "a={a} b={b}", "--reference-field", "expected",
         "--scorer", "span_scorer:overlap", "-o", str(out), env=env, cwd=tmp_path,
@@ -66,6 +66,8 @@ def test_each_metric_is_a_statistic_per_scope(
         assert set(line["metrics"]) == set(METRICS)
         assert line["score"] == line["metrics"]["f1"]  # no "score" metric: the first one
     summary = json.loads((out / "summary.json").read_text())
+    printed = summary["overall_results"]["metrics"]["f1"]
+    assert f"f1={printed:.4g}" in shown  # fleet run prints each metric's mean
     lanes = {lane["index"]: lane for lane in summary["lane_results"]}
     for index in (0, 1):
         mine = [line for line in lines if line["lane"] == index]

@@ -46,10 +46,8 @@ def stream_jsonl(db: Engine, *, run_ref: str, out: TextIO, with_prompts: bool = 
     with session_scope(db) as session:
         run = resolve_run(session, run_ref)
         config = RunConfig.model_validate(run.config)
-        if with_prompts and not config.keep_prompts:
-            raise ConfigError(
-                f"run {run.id} did not keep its prompts: run it with --keep-prompts to export them"
-            )
+        if with_prompts:
+            _check_prompts_kept(run)
         replaceable = STAGE_FIELDS if config.from_run else ()
         lanes = {lane.index: lane for lane in lanes_of(session, run_id=run.id)}
         rows = iter_results(session, run_id=run.id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from itertools import groupby
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -13,15 +12,12 @@ from sqlmodel import Session
 from common.db import session_scope
 from common.errors import ConfigError
 from common.models import Run, RunStatus
-from common.queries import iter_results, lanes_of, resolve_run, stored_stats
-from common.runconfig import RunConfig
+from common.queries import lanes_of, resolve_run, stored_stats
 from common.stats import nest, run_statistics
-from producer.ensemble import ensemble_fields
 from producer.evaluation_summary import evaluation_blocks
-from producer.pipelines import STAGE_FIELDS
-from producer.records import fleet_fields, merged, record
+from producer.records import record, run_lines
 
-__all__ = ["record", "stream_jsonl", "summary", "write_json", "write_jsonl"]
+__all__ = ["record", "run_lines", "stream_jsonl", "summary", "write_json", "write_jsonl"]
 
 
 def write_jsonl(db: Engine, *, run_ref: str, path: Path, with_prompts: bool = False) -> int:
@@ -45,25 +41,12 @@ def stream_jsonl(db: Engine, *, run_ref: str, out: TextIO, with_prompts: bool = 
     count = 0
     with session_scope(db) as session:
         run = resolve_run(session, run_ref)
-        config = RunConfig.model_validate(run.config)
         if with_prompts:
             _check_prompts_kept(run)
-        replaceable = STAGE_FIELDS if config.from_run else ()
-        lanes = {lane.index: lane for lane in lanes_of(session, run_id=run.id)}
-        rows = iter_results(session, run_id=run.id)
-        for _, answered in groupby(rows, key=lambda row: row[0].id):
-            group = list(answered)
-            item = group[0][0]
-            pairs = [(lanes[index], result) for _, index, result in group]
-            ensemble = ensemble_fields(config, item, pairs)
-            for lane, result in pairs:
-                fields = fleet_fields(item, lane.model, lane.index, result, lane.permutation)
-                if config.keep_prompts:
-                    fields["rendered_prompt"] = result.prompt if result else None
-                line = merged(item.payload, {**fields, **ensemble}, replaceable)
-                out.write(json.dumps(line, ensure_ascii=False))
-                out.write("\n")
-                count += 1
+        for line in run_lines(session, run):
+            out.write(json.dumps(line, ensure_ascii=False))
+            out.write("\n")
+            count += 1
     return count
 
 

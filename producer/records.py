@@ -12,20 +12,49 @@ field from that object when it is there, else from the line.
 back by the lane's inverse (``common.answers``), which is what was scored;
 ``raw_answer`` is the text as generated. ``reference`` is the reference as the input
 gave it (an object stays an object).
+
+:func:`run_lines` yields a run's lines in input order, each with its item's ensemble
+(``producer.ensemble``) and, for a run that kept its prompts, its ``rendered_prompt``:
+every export format writes these.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from itertools import groupby
 from typing import Any
+
+from sqlmodel import Session
 
 from common.answers import original_answer, reference_value
 from common.constants import IDENTITY
-from common.models import Item, Result
+from common.models import Item, Result, Run
+from common.queries import iter_results, lanes_of
+from common.runconfig import RunConfig
 from producer.datasets import DEFAULT_DATASET
+from producer.ensemble import ensemble_fields
+from producer.pipelines import STAGE_FIELDS
 
 #: Key of the object holding the fleet fields whose names the input uses.
 FLEET_NAMESPACE = "fleet"
+
+
+def run_lines(session: Session, run: Run) -> Iterator[dict[str, Any]]:
+    """Every line of ``run``: one per item and lane, in input order, streamed."""
+    config = RunConfig.model_validate(run.config)
+    replaceable = STAGE_FIELDS if config.from_run else ()
+    lanes = {lane.index: lane for lane in lanes_of(session, run_id=run.id)}
+    rows = iter_results(session, run_id=run.id)
+    for _, answered in groupby(rows, key=lambda row: row[0].id):
+        group = list(answered)
+        item = group[0][0]
+        pairs = [(lanes[index], result) for _, index, result in group]
+        ensemble = ensemble_fields(config, item, pairs)
+        for lane, result in pairs:
+            fields = fleet_fields(item, lane.model, lane.index, result, lane.permutation)
+            if config.keep_prompts:
+                fields["rendered_prompt"] = result.prompt if result else None
+            yield merged(item.payload, {**fields, **ensemble}, replaceable)
 
 
 def record(

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from common.answers import original_answer
 from common.evaluation import RIGHT
 from common.models import Item, Lane, Result
 from common.runconfig import RunConfig
-from common.scoring import canonical
+from common.scoring import Canonical, canonical
 
 
 def ensemble_fields(
@@ -51,7 +52,7 @@ def _combined(aggregate: str, results: list[tuple[Lane, Result]]) -> float | Non
 
 
 def _majority_answer(scorer: str, item: Item, results: list[tuple[Lane, Result]]) -> str | None:
-    form = canonical(scorer)
+    form = _canonical(scorer)
     votes: Counter[str] = Counter()
     for lane, result in results:
         if result.ok and result.answer is not None:
@@ -62,3 +63,8 @@ def _majority_answer(scorer: str, item: Item, results: list[tuple[Lane, Result]]
         return None
     answer, count = votes.most_common(1)[0]
     return answer if count * 2 > len(results) else None
+
+
+@lru_cache(maxsize=16)
+def _canonical(scorer: str) -> Canonical:
+    return canonical(scorer)

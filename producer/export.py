@@ -15,7 +15,7 @@ from common.models import Run, RunStatus
 from common.queries import lanes_of, resolve_run, stored_stats
 from common.stats import nest, run_statistics
 from producer.evaluation_summary import evaluation_blocks
-from producer.records import record, run_lines
+from producer.result_lines import record, run_lines
 
 __all__ = ["record", "run_lines", "stream_jsonl", "summary", "write_json", "write_jsonl"]
 

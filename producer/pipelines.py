@@ -19,7 +19,7 @@ result of a completed run as one input record: the item's own fields, then
 These fields (``STAGE_FIELDS``) are the fleet's own: the stage's export writes its
 own ``answer``, ``lane``, ``model``, ... over them (the ``source_*`` copies stay),
 while the item's input fields are kept as every export keeps them
-(``producer.records``).
+(``producer.result_lines``).
 
 Failed results are not passed on: there is no answer to judge. The records go
 through the same validation as a file's lines; errors name ``run:<id>`` and the

@@ -8,7 +8,7 @@ import pytest
 from common.models import Item, Lane, Result
 from common.runconfig import RunConfig
 from producer.ensemble import ensemble_fields
-from producer.records import merged, record
+from producer.result_lines import merged, record
 
 
 def test_fleet_fields_never_replace_input_fields() -> None:

@@ -40,6 +40,7 @@ from producer.datasets import (
 )
 from producer.inputs import InputRecord, RecordReader, Rejected
 from producer.pipelines import source_run_id, stage_reader
+from producer.records import RECORDS_SOURCE, RecordsReader
 from producer.slicing import cut
 
 #: Rows per bulk INSERT of items.
@@ -66,6 +67,7 @@ def create_run(
     db: Engine,
     *,
     input_path: Path | None = None,
+    records: Iterable[Any] | None = None,
     config: RunConfig,
     queue: str,
     skip_invalid: bool = False,
@@ -75,7 +77,8 @@ def create_run(
     """Validate every dataset and create the run, items and slices in one transaction.
 
     The inputs, in this order: the results of ``config.from_run`` (a pipeline stage),
-    ``input_path`` (dataset ``default``), then ``config.datasets``. ``model_queues``:
+    ``input_path`` or ``records`` (dicts, from Python; dataset ``default``), then
+    ``config.datasets``. ``model_queues``:
     each lane's slices go to its model's own queue (``common.routing``), for workers
     pinned to one model; else all go to ``queue``.
     """
@@ -83,7 +86,7 @@ def create_run(
     if config.from_run is not None:  # stored by id: ``latest`` names another run tomorrow
         config = config.model_copy(update={"from_run": source_run_id(db, config.from_run)})
     datasets = open_datasets(
-        db, input_path=input_path, config=config, reference_field=reference_field
+        db, input_path=input_path, records=records, config=config, reference_field=reference_field
     )
     lanes = config.lanes()
     run_id = new_run_id()
@@ -153,7 +156,12 @@ def create_run(
 
 
 def open_datasets(
-    db: Engine, *, input_path: Path | None, config: RunConfig, reference_field: str | None
+    db: Engine,
+    *,
+    input_path: Path | None,
+    records: Iterable[Any] | None = None,
+    config: RunConfig,
+    reference_field: str | None,
 ) -> list[Dataset]:
     """The run's named inputs; ConfigError when there are none or a name repeats."""
     if config.scorer is not None:
@@ -162,12 +170,7 @@ def open_datasets(
             raise ConfigError(f"--scorer {config.scorer} needs --reference-field")
 
     def reader(path: Path) -> RecordReader:
-        return RecordReader(
-            path,
-            template=config.template,
-            reference_field=reference_field,
-            max_line_bytes=config.max_line_bytes,
-        )
+        return _reader(path, config, reference_field)
 
     datasets: list[Dataset] = []
     if config.from_run is not None:
@@ -176,10 +179,9 @@ def open_datasets(
             db, run_id=run_id, template=config.template, reference_field=reference_field
         )
         datasets.append(Dataset(DEFAULT_DATASET, str(stage.path), stage))
-    if input_path is not None and config.from_run is not None:
-        raise ConfigError("give INPUT or --from-run, not both")
-    if input_path is not None:
-        datasets.append(Dataset(DEFAULT_DATASET, str(input_path), reader(input_path)))
+    given = _given_input(input_path, records, config, reference_field)
+    if given is not None:
+        datasets.append(given)
     check_dataset_files(config.datasets)
     for name, path in config.datasets.items():
         if any(dataset.name == name for dataset in datasets):
@@ -190,6 +192,40 @@ def open_datasets(
     if not datasets:
         raise ConfigError("no input: give INPUT, --dataset name=path or --from-run RUN")
     return datasets
+
+
+def _given_input(
+    input_path: Path | None,
+    records: Iterable[Any] | None,
+    config: RunConfig,
+    reference_field: str | None,
+) -> Dataset | None:
+    """The dataset ``default`` read from INPUT or from records, when one is given."""
+    if input_path is not None and config.from_run is not None:
+        raise ConfigError("give INPUT or --from-run, not both")
+    if records is not None and (input_path is not None or config.from_run is not None):
+        raise ConfigError("give records, INPUT or --from-run: one of them")
+    if input_path is not None:
+        return Dataset(
+            DEFAULT_DATASET, str(input_path), _reader(input_path, config, reference_field)
+        )
+    if records is not None:
+        return Dataset(DEFAULT_DATASET, RECORDS_SOURCE, _reader(records, config, reference_field))
+    return None
+
+
+def _reader(
+    source: Path | Iterable[Any], config: RunConfig, reference_field: str | None
+) -> RecordReader:
+    """The reader of a file, or of in-memory records (``producer.records``)."""
+    template, limit = config.template, config.max_line_bytes
+    if isinstance(source, Path):
+        return RecordReader(
+            source, template=template, reference_field=reference_field, max_line_bytes=limit
+        )
+    return RecordsReader(
+        source, template=template, reference_field=reference_field, max_line_bytes=limit
+    )
 
 
 def _entries(dataset: Dataset, config: RunConfig) -> Iterator[InputRecord | Rejected]:

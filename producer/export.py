@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -71,16 +72,21 @@ def write_jsonl(db: Engine, *, run_ref: str, path: Path) -> int:
 def stream_jsonl(db: Engine, *, run_ref: str, out: TextIO) -> int:
     """Write one record per item and lane, in input order, to ``out``; returns the count."""
     count = 0
+    for line in iter_records(db, run_ref=run_ref):
+        out.write(json.dumps(line, ensure_ascii=False))
+        out.write("\n")
+        count += 1
+    return count
+
+
+def iter_records(db: Engine, *, run_ref: str) -> Iterator[dict[str, Any]]:
+    """One output record per item and lane, in input order, streamed from SQL."""
     with session_scope(db) as session:
         run = resolve_run(session, run_ref)
         lanes = {lane.index: lane for lane in lanes_of(session, run_id=run.id)}
         for item, index, result in iter_results(session, run_id=run.id):
             lane = lanes[index]
-            line = record(item, lane.model, index, result, lane.permutation)
-            out.write(json.dumps(line, ensure_ascii=False))
-            out.write("\n")
-            count += 1
-    return count
+            yield record(item, lane.model, index, result, lane.permutation)
 
 
 def refuse_other_kind(path: Path, kind: str) -> None:

@@ -24,7 +24,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,6 +278,7 @@ def create_job(
     settings: Settings,
     *,
     input_path: Path | None,
+    records: Iterable[Any] | None = None,
     config: RunConfig,
     queue: str,
     skip_invalid: bool = False,
@@ -297,6 +298,7 @@ def create_job(
         return create_run(
             make_engine(settings.sqlalchemy_url),
             input_path=input_path,
+            records=records,
             config=config,
             queue=queue,
             skip_invalid=skip_invalid,

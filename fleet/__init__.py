@@ -24,6 +24,7 @@ from common.errors import (
     RecordError,
     RunNotFound,
 )
+from common.settings import Settings
 from fleet.runs import Run, WaitTimeout
 from fleet.submit import enqueue, run
 from producer.runner import RunInterrupted
@@ -38,6 +39,7 @@ __all__ = [
     "Run",
     "RunInterrupted",
     "RunNotFound",
+    "Settings",
     "WaitTimeout",
     "enqueue",
     "run",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from common.db import make_engine, session_scope
 from common.errors import ConfigError
+from common.queries import iter_results
 from common.settings import Settings
 from fleet.options import job_options
 from producer.cli.options import JobOptions, run_config
@@ -54,3 +57,22 @@ def test_inputs_that_are_neither_a_file_nor_records_are_refused(
     options = JobOptions(model=["echo"], engine="echo")
     with pytest.raises(ConfigError, match=words):
         store_job(settings, inputs=inputs, options=options)  # type: ignore[arg-type]
+
+
+def test_a_path_given_as_text_and_a_list_of_dicts_store_the_same_items(tmp_path: Path) -> None:
+    records = [{"id": f"r{n}", "prompt": f"p{n}", "extra": [n]} for n in range(5)]
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    settings = Settings(state_dir=tmp_path / ".fleet")
+    options = JobOptions(model=["echo"], engine="echo", slice_size=2)
+    stored = [
+        store_job(settings, inputs=inputs, options=options).enqueued
+        for inputs in (str(path), records)
+    ]
+    assert [(job.items, job.slices) for job in stored] == [(5, 3), (5, 3)]
+    with session_scope(make_engine(settings.sqlalchemy_url)) as session:
+        payloads = [
+            [item.payload for item, _, _ in iter_results(session, run_id=job.run_id)]
+            for job in stored
+        ]
+    assert payloads[0] == payloads[1] == records

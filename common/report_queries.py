@@ -28,7 +28,10 @@ HISTOGRAM_BINS = 40
 MAX_INTERVALS = 60
 
 #: Interval lengths a throughput chart may use, in seconds.
-STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
+STEPS_S = (
+    0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600,
+    7200, 21600, 86400,
+)  # fmt: skip
 
 #: Name shown for results no worker wrote (records rejected at enqueue).
 NO_WORKER = "(enqueue)"
@@ -48,7 +51,7 @@ class Throughput:
     """Results written per interval by each worker, from ``start`` on."""
 
     start: datetime | None
-    interval_s: int
+    interval_s: float
     intervals: int
     #: Worker -> one count per interval.
     per_worker: dict[str, list[int]]
@@ -128,12 +131,12 @@ def histogram(
     ]
 
 
-def interval_for(span_s: float) -> int:
+def interval_for(span_s: float) -> float:
     """The shortest step of ``STEPS_S`` that draws ``span_s`` in ``MAX_INTERVALS`` or fewer."""
     for step in STEPS_S:
         if span_s / step < MAX_INTERVALS:
             return step
-    return math.ceil(span_s / MAX_INTERVALS)
+    return float(math.ceil(span_s / MAX_INTERVALS))
 
 
 def throughput(session: Session, *, run_id: str) -> Throughput:

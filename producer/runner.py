@@ -89,6 +89,8 @@ class RunOutcome:
     overall: Figures
     #: How an item's lanes combine (``--aggregate``): says what ``correct`` counts.
     aggregate: str
+    #: The HTML report (``producer.report``), beside the results and the summary.
+    report: Path | None = None
 
 
 class LocalFleet:
@@ -172,6 +174,7 @@ class LocalFleet:
     def finish(self, run_id: str, output_dir: Path | None) -> RunOutcome:
         """Watch the run to its end, then write its results and summary."""
         from producer.export import write_json, write_jsonl
+        from producer.report import write_report
         from producer.status import watch
 
         settings = self.settings
@@ -203,7 +206,8 @@ class LocalFleet:
         document = write_json(self.db, run_ref=run_id, path=summary)
         overall = document["statistics"].get("overall", {})
         aggregate = document["overall_results"]["aggregate"]
-        return RunOutcome(run_id, final.status, records, jsonl, summary, overall, aggregate)
+        report = write_report(self.db, run_id, out / "report.html")
+        return RunOutcome(run_id, final.status, records, jsonl, summary, overall, aggregate, report)
 
     def end_idle_workers(self) -> None:
         """The run is over: end the local workers at once if none holds a task.

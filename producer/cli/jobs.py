@@ -32,7 +32,8 @@ InputPath = Annotated[
 RunRef = Annotated[str, typer.Argument(help="Run id, or 'latest'.")]
 Workers = Annotated[int, typer.Option(min=1, help="Local worker processes.")]
 Output = Annotated[
-    Path | None, typer.Option("--output", "-o", help="Folder for results.jsonl/summary.json.")
+    Path | None,
+    typer.Option("--output", "-o", help="Folder for results.jsonl, summary.json, report.html."),
 ]
 MaxFailures = Annotated[
     str | None,
@@ -180,6 +181,7 @@ def _report(settings: Settings, outcome: RunOutcome, limit: FailureLimit | None)
     _print_summary(outcome.overall, outcome.aggregate)
     console.print(f"results: {outcome.jsonl} ({outcome.records} records)")
     console.print(f"summary: {outcome.summary}")
+    console.print(f"report: {outcome.report}")
     overall = outcome.overall
     why = failure_verdict(
         status=outcome.status,

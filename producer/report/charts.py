@@ -94,43 +94,50 @@ def histogram(
         )
     for n, (label, value) in enumerate(markers):
         x = left + plot_w * (value - low) / span
+        colour = PALETTE[5 - 2 * n]
+        # A label near the right edge reads leftwards from its line.
+        anchor, dx = ("end", -3) if x > left + plot_w * 0.7 else ("start", 3)
         body.append(
-            f'<line class="marker" x1="{x:.1f}" x2="{x:.1f}" y1="{top_pad}" '
-            f'y2="{top_pad + plot_h}" stroke="{PALETTE[5 - 2 * n]}" stroke-dasharray="4 3"/>'
-            f'<text x="{x + 3:.1f}" y="{top_pad - 6 + 12 * n}" fill="{PALETTE[5 - 2 * n]}">'
-            f"{escape(label)} {escape(fmt(value))}</text>"
+            f'<line class="marker" data-label="{escape(label)}" data-value="{value!r}" '
+            f'x1="{x:.1f}" x2="{x:.1f}" y1="{top_pad}" y2="{top_pad + plot_h}" '
+            f'stroke="{colour}" stroke-dasharray="4 3"/>'
+            f'<text x="{x + dx:.1f}" y="{top_pad - 8 + 11 * n}" fill="{colour}" '
+            f'text-anchor="{anchor}">{escape(label)} {escape(fmt(value))}</text>'
         )
     body.append(_ticks(left, top_pad + plot_h, plot_w, low, high, fmt))
     return _svg(name, title, height, body)
 
 
-def lines(name: str, title: str, series: dict[str, list[int]], *, interval_s: int) -> str:
-    """One polyline per series (a worker), one point per interval; a legend below."""
+def lines(name: str, title: str, series: dict[str, list[int]], *, interval_s: float) -> str:
+    """One polyline per series (a worker), a dot per interval at its middle; a legend below."""
     intervals = max((len(counts) for counts in series.values()), default=0)
     legend_rows = (len(series) + 2) // 3
     height, left, top_pad = 250 + 18 * legend_rows, 50, 20
     plot_w, plot_h = WIDTH - left - 20, 190
     most = max((max(counts) for counts in series.values() if counts), default=0) or 1
     body = [_axes(left, top_pad, plot_w, plot_h, most)]
-    step = plot_w / max(intervals - 1, 1)
+    step = plot_w / max(intervals, 1)
     for n, (label, counts) in enumerate(series.items()):
         colour = PALETTE[n % len(PALETTE)]
-        points = " ".join(
-            f"{left + i * step:.1f},{top_pad + plot_h - plot_h * count / most:.1f}"
+        points = [
+            (left + (i + 0.5) * step, top_pad + plot_h - plot_h * count / most)
             for i, count in enumerate(counts)
-        )
+        ]
+        dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5"/>' for x, y in points)
         body.append(
             f'<polyline class="series" data-label="{escape(label)}" '
             f'data-total="{sum(counts)}" fill="none" stroke="{colour}" stroke-width="2" '
-            f'points="{points}"><title>{escape(label)}: {sum(counts):,} results</title></polyline>'
+            f'points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in points)}">'
+            f"<title>{escape(label)}: {sum(counts):,} results</title></polyline>"
+            f'<g fill="{colour}">{dots}</g>'
         )
         x, y = left + (n % 3) * 240, 252 + 18 * (n // 3)
         body.append(
             f'<rect x="{x}" y="{y - 9}" width="12" height="10" fill="{colour}"/>'
             f'<text x="{x + 16}" y="{y}">{escape(_clip(label, 30))}</text>'
         )
-    span = interval_s * max(intervals - 1, 1)
-    body.append(_ticks(left, top_pad + plot_h, plot_w, 0.0, float(span), lambda s: f"{s:g} s"))
+    span = interval_s * max(intervals, 1)
+    body.append(_ticks(left, top_pad + plot_h, plot_w, 0.0, span, lambda s: f"{s:.3g} s"))
     return _svg(name, title, height, body)
 
 

@@ -31,5 +31,7 @@ def formatted(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
+        if value and abs(value) < 0.01:
+            return f"{value:.3g}"
         return f"{value:,.4f}" if abs(value) < 1000 else f"{value:,.1f}"
     return str(value)

@@ -135,13 +135,13 @@ def _throughput(content: ReportContent) -> str:
         return "<h2>Throughput</h2><p class='muted'>No results yet.</p>"
     chart = charts.lines(
         "throughput",
-        f"results per {flow.interval_s} s, per worker",
+        f"results per {flow.interval_s:g} s, per worker",
         flow.per_worker,
         interval_s=flow.interval_s,
     )
     start = flow.start.isoformat(timespec="seconds") if flow.start else ""
     return (
-        f"<h2>Throughput</h2><p class='muted'>Results written per {flow.interval_s} s "
+        f"<h2>Throughput</h2><p class='muted'>Results written per {flow.interval_s:g} s "
         f"interval by each worker, from the first result ({escape(start)}). A stall is a gap; "
         f"a slow worker is a low line.</p>{chart}"
     )

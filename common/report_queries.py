@@ -124,7 +124,7 @@ def histogram(
     raw = _floor(session, (cast(column, Float) - low) / width)
     index = case((raw > bins - 1, bins - 1), else_=raw)
     counts = dict(
-        session.execute(sa.select(index, func.count()).where(where).group_by(index)).tuples().all()
+        session.execute(sa.select(index, func.count()).where(where).group_by(index)).all()
     )
     return [
         Bucket(low + n * width, low + (n + 1) * width, int(counts.get(n, 0))) for n in range(bins)
@@ -158,7 +158,7 @@ def throughput(session: Session, *, run_id: str) -> Throughput:
     per_worker: dict[str, list[int]] = {}
     rows = session.execute(
         sa.select(worker, index, func.count()).where(of_run).group_by(worker, index)
-    ).tuples()
+    )
     for name, at, count in rows:
         counts = per_worker.setdefault(str(name), [0] * intervals)
         counts[min(int(at), intervals - 1)] += int(count)
@@ -172,7 +172,7 @@ def workers(session: Session, *, run_id: str) -> list[WorkerFigures]:
         sa.select(name, func.count(), func.sum(case((col(Result.ok), 0), else_=1)))
         .where(col(Result.run_id) == run_id)
         .group_by(name)
-    ).tuples()
+    )
     busy_s = epoch_s(session, col(Slice.finished_at)) - epoch_s(session, col(Slice.started_at))
     spans = {
         str(worker): (int(slices), float(busy or 0.0))
@@ -185,7 +185,7 @@ def workers(session: Session, *, run_id: str) -> list[WorkerFigures]:
                 col(Slice.finished_at).is_not(None),
             )
             .group_by(col(Slice.worker))
-        ).tuples()
+        )
     }
     return [
         WorkerFigures(str(worker), int(total), int(failed or 0), *spans.get(str(worker), (0, 0.0)))
@@ -201,7 +201,7 @@ def failures(session: Session, *, run_id: str, examples: int = 3) -> list[Failur
         .where(failed)
         .group_by(col(Result.error_kind))
         .order_by(func.count().desc(), col(Result.error_kind))
-    ).tuples()
+    )
     found: list[FailureKind] = []
     for kind, count in kinds.all():
         rows = session.execute(
@@ -210,7 +210,7 @@ def failures(session: Session, *, run_id: str, examples: int = 3) -> list[Failur
             .where(failed, col(Result.error_kind) == kind)
             .order_by(col(Result.item_id), col(Result.lane_index))
             .limit(examples)
-        ).tuples()
+        )
         samples = [(str(item), int(lane), message or "") for item, lane, message in rows]
         found.append(FailureKind(str(kind or "unknown"), int(count), samples))
     return found
@@ -254,7 +254,7 @@ def _item_rows(
         .where(where)
         .order_by(*order)
         .limit(limit)
-    ).tuples()
+    )
     return [
         ItemRow(str(item), int(lane), worker or NO_WORKER, float(latency or 0.0),
                 int(tokens_in), int(tokens_out), kind, message)

@@ -5,7 +5,8 @@ default) on SQLite (or ``--database``) through the store's own writes: each slic
 claimed by one of ``--workers`` named workers, its results saved (random latency and
 token counts, about 1% failed), the slice finished; then finalize's statistics.
 Then times ``write_report``, and the CSV and Parquet exports, each with the peak of
-Python's heap while it ran (``tracemalloc``; Arrow's own pool peak for Parquet).
+Python's heap while it ran (a second run under ``tracemalloc``; Arrow's own pool peak
+for Parquet).
 Prints the figures and writes them as JSON (``--output``). Figures, never assertions.
 
     python -m bench.report [--items 100000] [--lanes 2] [--output bench/results/report.json]
@@ -95,11 +96,16 @@ def _result(rng: random.Random, run_id: str, item_id: int, piece: Slice, worker:
 
 
 def measure(step: Callable[[], Path]) -> dict[str, float]:
-    """Seconds, Python heap peak (MiB) and file size (bytes) of one writer."""
-    tracemalloc.start()
+    """Seconds, Python heap peak (MiB) and file size (bytes) of one writer.
+
+    Run twice: timed alone, then again under ``tracemalloc`` for its heap peak (tracing
+    every allocation slows Python down several times, so the two are kept apart).
+    """
     started = time.perf_counter()
     path = step()
     seconds = time.perf_counter() - started
+    tracemalloc.start()
+    step()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {"seconds": seconds, "heap_peak_mib": peak / 2**20, "bytes": path.stat().st_size}

@@ -136,3 +136,22 @@ def test_table_exports_never_overwrite_another_kind(
     piped = run_fleet("export", "latest", "-f", "parquet", "-o", "-", env=env, cwd=folder)
     assert piped.returncode == 2
     assert "parquet cannot be written to standard output" in piped.stderr
+
+
+def test_fleet_report_writes_the_page_and_refuses_another_file(
+    exported: tuple[dict[str, str], Path, list[dict[str, Any]]],
+) -> None:
+    env, folder, _ = exported
+    out = fleet("report", "latest", "-o", "page.html", env=env, cwd=folder)
+    assert "report: page.html" in out
+    page = (folder / "page.html").read_text()
+    assert 'data-partial="false"' in page
+    assert '<tr data-kind="engine">' in page
+    before = (folder / "results.jsonl").read_text()
+    refused = run_fleet("report", "latest", "-o", "results.jsonl", env=env, cwd=folder)
+    assert refused.returncode == 2
+    assert "is not a fleet report; not overwriting it" in " ".join(refused.stderr.split())
+    assert (folder / "results.jsonl").read_text() == before
+    missing = run_fleet("report", "no-such-run", env=env, cwd=folder)
+    assert missing.returncode == 2
+    assert "no-such-run" in missing.stderr

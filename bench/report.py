@@ -9,7 +9,7 @@ Python's heap while it ran (a second run under ``tracemalloc``; Arrow's own pool
 for Parquet).
 Prints the figures and writes them as JSON (``--output``). Figures, never assertions.
 
-    python -m bench.report [--items 100000] [--lanes 2] [--output bench/results/report.json]
+    python -m bench.report [--items 100000] [--lanes 2] [--report-only] [--database URL]
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def measure(step: Callable[[], Path]) -> dict[str, float]:
 
 
 def run(
-    database: str | None, folder: Path, *, items: int, lanes: int, workers: int
+    database: str | None, folder: Path, *, items: int, lanes: int, workers: int, exports: bool
 ) -> dict[str, Any]:
     """Build the run and measure the report and the exports; the figures."""
     import pyarrow as pa
@@ -123,12 +123,13 @@ def run(
     run_id = build(db, folder, items=items, lanes=lanes, workers=workers)
     built_s = time.perf_counter() - started
     pool = pa.default_memory_pool()
-    figures = {
-        "report": measure(lambda: write_report(db, run_id, folder / "report.html")),
-        "csv": measure(lambda: _export(write_csv, db, run_id, folder / "results.csv")),
-        "parquet": measure(lambda: _export(write_parquet, db, run_id, folder / "results.parquet")),
-    }
-    figures["parquet"]["arrow_pool_peak_mib"] = pool.max_memory() / 2**20
+    figures = {"report": measure(lambda: write_report(db, run_id, folder / "report.html"))}
+    if exports:
+        figures["csv"] = measure(lambda: _export(write_csv, db, run_id, folder / "results.csv"))
+        figures["parquet"] = measure(
+            lambda: _export(write_parquet, db, run_id, folder / "results.parquet")
+        )
+        figures["parquet"]["arrow_pool_peak_mib"] = pool.max_memory() / 2**20
     db.dispose()
     return {
         "items": items,
@@ -152,14 +153,18 @@ def main() -> None:
     parser.add_argument("--lanes", type=int, default=2)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--database", default=None, help="SQLAlchemy URL (default: SQLite)")
+    parser.add_argument("--report-only", action="store_true", help="skip the CSV/Parquet exports")
     parser.add_argument("--output", type=Path, default=Path("bench/results/report.json"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         document = run(
-            args.database, Path(folder), items=args.items, lanes=args.lanes, workers=args.workers
-        )
+            args.database, Path(folder), items=args.items, lanes=args.lanes,
+            workers=args.workers, exports=not args.report_only,
+        )  # fmt: skip
     for name in ("report", "csv", "parquet"):
-        step = document[name]
+        step = document.get(name)
+        if step is None:
+            continue
         print(
             f"{name:>8}: {step['seconds']:.2f} s, heap peak {step['heap_peak_mib']:.1f} MiB, "
             f"{step['bytes'] / 2**20:.2f} MiB"

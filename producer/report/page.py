@@ -11,6 +11,7 @@ from html import escape
 
 from producer.report import charts
 from producer.report.content import ReportContent
+from producer.report.evaluation import evaluation_section
 from producer.report.marks import figure
 from producer.report.tables import failures_table, items_table, workers_table
 
@@ -46,8 +47,6 @@ def render(content: ReportContent) -> str:
         failures_table(content.failures),
     ]
     if content.scored:
-        from producer.report.evaluation import evaluation_section
-
         body.append(evaluation_section(content.summary))
     body += [
         "<h2>Slowest items</h2>",

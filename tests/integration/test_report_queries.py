@@ -150,3 +150,16 @@ def test_only_a_report_is_overwritten(db: Engine, tmp_path: Path) -> None:
     assert write_report(db, run_id, path) == path
     # Every result is in, but finalize has not run: still partial, owing nothing.
     assert "0 of 24 results still owed" in path.read_text()
+
+
+def test_the_python_api_writes_the_same_report(db: Engine, tmp_path: Path) -> None:
+    import fleet
+    from common.settings import Settings
+
+    run_id = stored_run(db, tmp_path, finish_all=True)
+    settings = Settings(database_url=db.url.render_as_string(hide_password=False))
+    path = fleet.Run(run_id, settings=settings).report(tmp_path / "api.html")
+    assert path == tmp_path / "api.html"
+    page = path.read_text()
+    assert f"<title>fleet report {run_id}</title>" in page
+    assert "0 of 24 results still owed" in page

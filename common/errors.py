@@ -19,8 +19,26 @@ class InputError(FleetError):
         self.line = line
         self.field = field
         self.message = message
-        where = f"{path}:{line}" + (f": field '{field}'" if field else "")
-        super().__init__(f"{where}: {message}")
+        super().__init__(f"{self.place()}: {message}")
+
+    def place(self) -> str:
+        """``file:line``, and the field when there is one."""
+        return f"{self.path}:{self.line}" + (f": field '{self.field}'" if self.field else "")
+
+
+class RecordError(InputError):
+    """One bad record of an in-memory list (the Python API's inputs): its index and field.
+
+    ``index`` counts from 0, as the list does; ``line`` is the same position from 1,
+    as a file's line would be (the item stored for a skipped record keeps it).
+    """
+
+    def __init__(self, index: int, message: str, field: str | None = None) -> None:
+        self.index = index
+        super().__init__("records", index + 1, message, field)
+
+    def place(self) -> str:
+        return f"record {self.index}" + (f": field '{self.field}'" if self.field else "")
 
 
 class InvalidInputFile(FleetError):

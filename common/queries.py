@@ -156,6 +156,19 @@ def iter_results(
                 yield item, lane, results.get((item.id or 0, lane))
 
 
+def iter_items(session: Session, *, run_id: str, chunk: int = 1000) -> Iterator[Item]:
+    """Every item of a run in input order, ``chunk`` at a time (a range of ``seq`` each)."""
+    run = session.get(Run, run_id)
+    if run is None:
+        raise RunNotFound(run_id)
+    for start in range(0, run.item_count, chunk):
+        yield from session.exec(
+            select(Item)
+            .where(Item.run_id == run_id, Item.seq >= start, Item.seq < start + chunk)
+            .order_by(col(Item.seq))
+        )
+
+
 def stored_stats(session: Session, *, run_id: str) -> list[Stat]:
     rows = session.exec(select(RunStat).where(RunStat.run_id == run_id).order_by(col(RunStat.id)))
     return [(row.scope, row.metric, row.value) for row in rows]

@@ -10,7 +10,7 @@ import functools
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.constants import DEFAULT_MAX_LINE_BYTES
@@ -220,3 +220,14 @@ def process_settings() -> Settings:
     entry points, functions take ``settings`` as an argument.
     """
     return Settings()
+
+
+def load_settings() -> Settings:
+    """The ``FLEET_*`` settings of the environment, or a ConfigError saying which one is wrong.
+
+    What an entry point calls once (a CLI command, a call of the Python API).
+    """
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise ConfigError(f"bad FLEET_* setting: {error}") from error

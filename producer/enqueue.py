@@ -41,6 +41,7 @@ from producer.datasets import (
 )
 from producer.inputs import InputRecord, RecordReader, Rejected
 from producer.pipelines import source_run_id, stage_reader
+from producer.records import RECORDS_SOURCE, RecordsReader
 from producer.slicing import cut
 
 #: Rows per bulk INSERT of items.
@@ -67,6 +68,7 @@ def create_run(
     db: Engine,
     *,
     input_path: Path | None = None,
+    records: Iterable[Any] | None = None,
     config: RunConfig,
     queue: str,
     skip_invalid: bool = False,
@@ -76,7 +78,8 @@ def create_run(
     """Validate every dataset and create the run, items and slices in one transaction.
 
     The inputs, in this order: the results of ``config.from_run`` (a pipeline stage),
-    ``input_path`` (dataset ``default``), then ``config.datasets``. ``model_queues``:
+    ``input_path`` or ``records`` (dicts, from Python; dataset ``default``), then
+    ``config.datasets``. ``model_queues``:
     each lane's slices go to its model's own queue (``common.routing``), for workers
     pinned to one model; else all go to ``queue``.
     """
@@ -84,7 +87,9 @@ def create_run(
         config = config.model_copy(update={"reference_field": reference_field})
     if config.from_run is not None:  # stored by id: ``latest`` names another run tomorrow
         config = config.model_copy(update={"from_run": source_run_id(db, config.from_run)})
-    datasets = open_datasets(db, input_path=input_path, config=config, skip_invalid=skip_invalid)
+    datasets = open_datasets(
+        db, input_path=input_path, records=records, config=config, skip_invalid=skip_invalid
+    )
     lanes = config.lanes()
     run_id = new_run_id()
     with session_scope(db) as session:
@@ -161,24 +166,20 @@ def create_run(
 
 
 def open_datasets(
-    db: Engine, *, input_path: Path | None, config: RunConfig, skip_invalid: bool = False
+    db: Engine,
+    *,
+    input_path: Path | None,
+    records: Iterable[Any] | None = None,
+    config: RunConfig,
+    skip_invalid: bool = False,
 ) -> list[Dataset]:
     """The run's named inputs; ConfigError when there are none or a name repeats.
 
     Each dataset reads its records with its own template and reference field (a run
     file's ``[datasets.NAME]``, else the run's). A missing dataset file is an error,
-    except with ``skip_invalid``: then the file is one rejected record of its dataset.
+    except with ``skip_invalid`` in a run of several datasets: then the file is one
+    rejected record of its dataset, and the others run.
     """
-
-    def reader(name: str, path: Path) -> RecordReader:
-        check_scorer(config, name)
-        return RecordReader(
-            path,
-            template=config.template_for(name),
-            reference_field=config.reference_field_for(name),
-            max_line_bytes=config.max_line_bytes,
-        )
-
     datasets: list[Dataset] = []
     if config.from_run is not None:
         check_scorer(config, DEFAULT_DATASET)
@@ -187,12 +188,9 @@ def open_datasets(
             db, run_id=run_id, template=config.template, reference_field=config.reference_field
         )
         datasets.append(Dataset(DEFAULT_DATASET, str(stage.path), stage))
-    if input_path is not None and config.from_run is not None:
-        raise ConfigError("give INPUT or --from-run, not both")
-    if input_path is not None:
-        datasets.append(
-            Dataset(DEFAULT_DATASET, str(input_path), reader(DEFAULT_DATASET, input_path))
-        )
+    given = _given_input(input_path, records, config)
+    if given is not None:
+        datasets.append(given)
     several = len(datasets) + len(config.datasets) > 1
     if not (skip_invalid and several):
         check_dataset_files(config.datasets)
@@ -201,7 +199,7 @@ def open_datasets(
             raise ConfigError(
                 f"dataset {name!r} is given twice (INPUT is named '{DEFAULT_DATASET}')"
             )
-        datasets.append(Dataset(name, path, reader(name, Path(path))))
+        datasets.append(Dataset(name, path, _reader(Path(path), config, name)))
     if not datasets:
         raise ConfigError("no input: give INPUT, --dataset name=path or --from-run RUN")
     return datasets
@@ -217,6 +215,39 @@ def check_scorer(config: RunConfig, dataset: str) -> None:
         if scorer == config.scorer:
             raise ConfigError(f"--scorer {scorer} needs --reference-field")
         raise ConfigError(f"dataset {dataset!r}: scorer {scorer} needs a reference_field")
+
+
+def _given_input(
+    input_path: Path | None, records: Iterable[Any] | None, config: RunConfig
+) -> Dataset | None:
+    """The dataset ``default`` read from INPUT or from records, when one is given."""
+    if input_path is not None and config.from_run is not None:
+        raise ConfigError("give INPUT or --from-run, not both")
+    if records is not None and (input_path is not None or config.from_run is not None):
+        raise ConfigError("give records, INPUT or --from-run: one of them")
+    if input_path is not None:
+        return Dataset(DEFAULT_DATASET, str(input_path), _reader(input_path, config))
+    if records is not None:
+        return Dataset(DEFAULT_DATASET, RECORDS_SOURCE, _reader(records, config))
+    return None
+
+
+def _reader(
+    source: Path | Iterable[Any], config: RunConfig, dataset: str = DEFAULT_DATASET
+) -> RecordReader:
+    """The reader of a file, or of in-memory records (``producer.records``), with the
+    dataset's own template and reference field."""
+    check_scorer(config, dataset)
+    template = config.template_for(dataset)
+    reference_field = config.reference_field_for(dataset)
+    limit = config.max_line_bytes
+    if isinstance(source, Path):
+        return RecordReader(
+            source, template=template, reference_field=reference_field, max_line_bytes=limit
+        )
+    return RecordsReader(
+        source, template=template, reference_field=reference_field, max_line_bytes=limit
+    )
 
 
 def _entries(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -17,7 +18,15 @@ from common.stats import nest, run_statistics
 from producer.evaluation_summary import evaluation_blocks
 from producer.result_lines import record, run_lines
 
-__all__ = ["record", "run_lines", "stream_jsonl", "summary", "write_json", "write_jsonl"]
+__all__ = [
+    "iter_records",
+    "record",
+    "run_lines",
+    "stream_jsonl",
+    "summary",
+    "write_json",
+    "write_jsonl",
+]
 
 
 def write_jsonl(db: Engine, *, run_ref: str, path: Path, with_prompts: bool = False) -> int:
@@ -32,22 +41,29 @@ def write_jsonl(db: Engine, *, run_ref: str, path: Path, with_prompts: bool = Fa
 
 
 def stream_jsonl(db: Engine, *, run_ref: str, out: TextIO, with_prompts: bool = False) -> int:
-    """Write one record per item and lane, in input order, to ``out``; returns the count.
+    """Write one record per item and lane, in input order, to ``out``; returns the count."""
+    count = 0
+    for line in iter_records(db, run_ref=run_ref, with_prompts=with_prompts):
+        out.write(json.dumps(line, ensure_ascii=False))
+        out.write("\n")
+        count += 1
+    return count
 
-    A scored run's lines carry their item's ensemble (``producer.ensemble``); a run
-    that kept its prompts carries each line's ``rendered_prompt``. ``with_prompts``
+
+def iter_records(
+    db: Engine, *, run_ref: str, with_prompts: bool = False
+) -> Iterator[dict[str, Any]]:
+    """One output record per item and lane, in input order, streamed from SQL.
+
+    A scored run's records carry their item's ensemble (``producer.ensemble``); a run
+    that kept its prompts carries each record's ``rendered_prompt``. ``with_prompts``
     asks for them: ConfigError for a run that did not keep them.
     """
-    count = 0
     with session_scope(db) as session:
         run = resolve_run(session, run_ref)
         if with_prompts:
             _check_prompts_kept(run)
-        for line in run_lines(session, run):
-            out.write(json.dumps(line, ensure_ascii=False))
-            out.write("\n")
-            count += 1
-    return count
+        yield from run_lines(session, run)
 
 
 def _check_prompts_kept(run: Run) -> None:

@@ -94,21 +94,27 @@ class RecordReader:
 
     def _read(self, lines: Iterable[tuple[bytes, int]]) -> Iterator[InputRecord | Rejected]:
         for line_no, (raw, size) in enumerate(lines, start=1):
-            if line_no == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM) :]
-            try:
-                if size > self.max_line_bytes:
-                    raise self._fail(
-                        line_no,
-                        f"line of {size:,} bytes is over the limit of {self.max_line_bytes:,} "
-                        "(--max-line-bytes or FLEET_MAX_LINE_BYTES raises it)",
-                    )
-                if not raw.strip():
-                    continue
-                yield self._record(line_no, raw)
-            except InputError as error:
-                shown = _shown(raw[:RAW_KEPT].decode("utf-8", "replace"))
-                yield Rejected(line_no, shown, error, _record_id(raw, size, error, self))
+            entry = self._entry(line_no, raw, size)
+            if entry is not None:
+                yield entry
+
+    def _entry(self, line_no: int, raw: bytes, size: int) -> InputRecord | Rejected | None:
+        """The record of one line of ``size`` bytes, or why it is refused; None when blank."""
+        if line_no == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM) :]
+        try:
+            if size > self.max_line_bytes:
+                raise self._fail(
+                    line_no,
+                    f"line of {size:,} bytes is over the limit of {self.max_line_bytes:,} "
+                    "(--max-line-bytes or FLEET_MAX_LINE_BYTES raises it)",
+                )
+            if not raw.strip():
+                return None
+            return self._record(line_no, raw)
+        except InputError as error:
+            shown = _shown(raw[:RAW_KEPT].decode("utf-8", "replace"))
+            return Rejected(line_no, shown, error, _record_id(raw, size, error, self))
 
     def seen_first(self, custom_id: str) -> bool:
         """Whether ``custom_id`` is not yet taken by an earlier record of the file."""

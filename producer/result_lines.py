@@ -42,7 +42,6 @@ FLEET_NAMESPACE = "fleet"
 def run_lines(session: Session, run: Run) -> Iterator[dict[str, Any]]:
     """Every line of ``run``: one per item and lane, in input order, streamed."""
     config = RunConfig.model_validate(run.config)
-    replaceable = STAGE_FIELDS if config.from_run else ()
     lanes = {lane.index: lane for lane in lanes_of(session, run_id=run.id)}
     rows = iter_results(session, run_id=run.id)
     for _, answered in groupby(rows, key=lambda row: row[0].id):
@@ -51,10 +50,33 @@ def run_lines(session: Session, run: Run) -> Iterator[dict[str, Any]]:
         pairs = [(lanes[index], result) for _, index, result in group]
         ensemble = ensemble_fields(config, item, pairs)
         for lane, result in pairs:
-            fields = fleet_fields(item, lane.model, lane.index, result, lane.permutation)
-            if config.keep_prompts:
-                fields["rendered_prompt"] = result.prompt if result else None
-            yield merged(item.payload, {**fields, **ensemble}, replaceable)
+            yield _line(config, item, lane.model, lane.index, result, lane.permutation, ensemble)
+
+
+def blank_line(config: RunConfig, item: Item) -> dict[str, Any]:
+    """The line of ``item`` without a result: every field a line of the run has (the
+    table exports take their columns from it)."""
+    return _line(config, item, "", 0, None, IDENTITY, {})
+
+
+def _line(
+    config: RunConfig,
+    item: Item,
+    model: str,
+    lane: int,
+    result: Result | None,
+    permutation: str,
+    ensemble: dict[str, Any],
+) -> dict[str, Any]:
+    """One line, the run's optional fields always present (null when they say nothing)."""
+    fields = fleet_fields(item, model, lane, result, permutation)
+    if config.scored():
+        fields["ensemble_score"] = ensemble.get("ensemble_score")
+        if config.aggregate == "majority":
+            fields["ensemble_answer"] = ensemble.get("ensemble_answer")
+    if config.keep_prompts:
+        fields["rendered_prompt"] = result.prompt if result else None
+    return merged(item.payload, fields, STAGE_FIELDS if config.from_run else ())
 
 
 def record(
@@ -102,10 +124,9 @@ def fleet_fields(
         "error_kind": result.error_kind if result else "pending",
         "error": result.error_message if result else None,
         "score": result.score if result else None,
+        "metrics": result.scores if result else None,
         **_evaluation_fields(item),
     }
-    if result is not None and result.scores is not None:
-        fields["metrics"] = result.scores
     return fields
 
 

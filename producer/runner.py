@@ -24,7 +24,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +89,8 @@ class RunOutcome:
     overall: Figures
     #: How an item's lanes combine (``--aggregate``): says what ``correct`` counts.
     aggregate: str
+    #: The HTML report (``producer.report``), beside the results and the summary.
+    report: Path | None = None
 
 
 class LocalFleet:
@@ -172,6 +174,7 @@ class LocalFleet:
     def finish(self, run_id: str, output_dir: Path | None) -> RunOutcome:
         """Watch the run to its end, then write its results and summary."""
         from producer.export import write_json, write_jsonl
+        from producer.report import write_report
         from producer.status import watch
 
         settings = self.settings
@@ -203,7 +206,8 @@ class LocalFleet:
         document = write_json(self.db, run_ref=run_id, path=summary)
         overall = document["statistics"].get("overall", {})
         aggregate = document["overall_results"]["aggregate"]
-        return RunOutcome(run_id, final.status, records, jsonl, summary, overall, aggregate)
+        report = write_report(self.db, run_id, out / "report.html")
+        return RunOutcome(run_id, final.status, records, jsonl, summary, overall, aggregate, report)
 
     def end_idle_workers(self) -> None:
         """The run is over: end the local workers at once if none holds a task.
@@ -278,6 +282,7 @@ def create_job(
     settings: Settings,
     *,
     input_path: Path | None,
+    records: Iterable[Any] | None = None,
     config: RunConfig,
     queue: str,
     skip_invalid: bool = False,
@@ -297,6 +302,7 @@ def create_job(
         return create_run(
             make_engine(settings.sqlalchemy_url),
             input_path=input_path,
+            records=records,
             config=config,
             queue=queue,
             skip_invalid=skip_invalid,

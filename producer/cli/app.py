@@ -9,12 +9,11 @@ from __future__ import annotations
 import gc
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from common.errors import ConfigError, FleetError
-from common.settings import Settings
+from common.errors import FleetError
+from common.settings import load_settings
 
 app = typer.Typer(
     name="fleet",
@@ -25,13 +24,7 @@ app = typer.Typer(
 console = Console()
 errors = Console(stderr=True)
 
-
-def load_settings() -> Settings:
-    """The ``FLEET_*`` settings, or a ConfigError saying which one is wrong."""
-    try:
-        return Settings()
-    except ValidationError as error:
-        raise ConfigError(f"bad FLEET_* setting: {error}") from error
+__all__ = ["app", "console", "errors", "load_settings", "main"]
 
 
 def main() -> None:

@@ -9,15 +9,14 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from common.constants import DEFAULT_QUEUE, LATEST
-from common.errors import ConfigError, FleetError
+from common.constants import LATEST
+from common.errors import FleetError
 from common.settings import Settings
 from producer.cli.app import app, console, errors, load_settings
-from producer.cli.options import JobOptions, job_command, run_config
+from producer.cli.options import JobOptions, job_command
 
 if TYPE_CHECKING:
     from common.stats import Figures
-    from producer.runfile import RunFile
     from producer.runner import RunInterrupted, RunOutcome
     from producer.verdict import FailureLimit
 
@@ -33,7 +32,8 @@ InputPath = Annotated[
 RunRef = Annotated[str, typer.Argument(help="Run id, or 'latest'.")]
 Workers = Annotated[int, typer.Option(min=1, help="Local worker processes.")]
 Output = Annotated[
-    Path | None, typer.Option("--output", "-o", help="Folder for results.jsonl/summary.json.")
+    Path | None,
+    typer.Option("--output", "-o", help="Folder for results.jsonl, summary.json, report.html."),
 ]
 MaxFailures = Annotated[
     str | None,
@@ -59,35 +59,15 @@ def enqueue(
     options: JobOptions,
 ) -> None:
     """Validate INPUT, store its run in SQL and publish one task per slice."""
-    from common.celery_app import create_app
-    from common.db import make_engine
-    from common.publish import publish_run
-    from producer.enqueue import create_run
-    from producer.model_check import check_run_models
+    from producer.jobs import enqueue_job
 
-    settings = load_settings()
-    if settings.broker_url is None:
-        raise ConfigError("FLEET_BROKER_URL is not set (use `fleet run` for the embedded mode)")
-    job = _with_run_file(input_path, options)
-    input_path, options = job.input_path, job.options
-    config = run_config(settings, options, job.dataset_options)
-    check_run_models(config)
-    db = make_engine(settings.sqlalchemy_url)
-    enqueued = create_run(
-        db,
-        input_path=input_path,
-        config=config,
-        queue=options.queue,
-        skip_invalid=options.skip_invalid,
-        reference_field=options.reference_field,
-        model_queues=model_queues,
+    job = enqueue_job(
+        load_settings(), inputs=input_path, options=options, model_queues=model_queues
     )
-    # If the broker stays away, PublishIncomplete says how many orders went out and that
-    # `fleet resume RUN` sends the rest: the run is in SQL already.
-    publish_run(db, create_app(settings), run_id=enqueued.run_id, retry_s=settings.publish_retry_s)
+    enqueued = job.enqueued
     errors.print(
         f"{enqueued.items} items ({enqueued.rejected} rejected), {enqueued.slices} slices "
-        f"on queue '{options.queue}'"
+        f"on queue '{job.queue}'"
     )
     print(enqueued.run_id)
 
@@ -111,40 +91,25 @@ def run(
     Exits 1 when the run did not complete, when every result failed, or when more
     failed than --max-failures allows; 130 on Ctrl-C, saying how to resume.
     """
-    from producer.model_check import check_run_models
-    from producer.runner import LocalFleet, RunInterrupted, create_job, preload_env, run_job
+    from producer.jobs import run_stored, store_job
+    from producer.runner import RunInterrupted
     from producer.verdict import parse_limit
 
     settings = load_settings()
     limit = parse_limit(max_failures)
-    job = _with_run_file(input_path, options)
-    input_path, options = job.input_path, job.options
-    if job.workers is not None and workers == 1:  # 1 is the default: the file's count stands
-        workers = job.workers
-    config = run_config(settings, options, job.dataset_options)
-    check_run_models(config)
-    enqueued = create_job(
-        settings,
-        input_path=input_path,
-        config=config,
-        queue=options.queue,
-        skip_invalid=options.skip_invalid,
-        reference_field=options.reference_field,
-    )
-    spawn = local_workers if local_workers is not None else settings.broker_url is None
+    job = store_job(settings, inputs=input_path, options=options)
+    if job.file_workers is not None and workers == 1:  # 1 is the default: the file's stands
+        workers = job.file_workers
     try:
-        with (
-            _stored_run_named(enqueued.run_id),
-            LocalFleet(
+        with _stored_run_named(job.run_id):
+            outcome = run_stored(
                 settings,
-                workers=max(1, min(workers, enqueued.slices)),
-                spawn_workers=spawn,
-                queue=options.queue,
+                job,
+                workers=workers,
+                local_workers=local_workers,
+                output=output,
                 console=console,
-                preload=preload_env(config),
-            ) as fleet,
-        ):
-            outcome = run_job(fleet, enqueued=enqueued, output_dir=output)
+            )
     except RunInterrupted as stop:
         _interrupted(settings, stop, workers=workers, output=output)
     _report(settings, outcome, limit)
@@ -183,25 +148,18 @@ def see_through(
     With FLEET_BROKER_URL set, the fleet's workers take them. Without it, the embedded
     broker and ``workers`` local workers are started, and the results are written.
     """
-    from common.celery_app import create_app
-    from common.db import make_engine
-    from common.publish import resume_run
-    from producer.runner import LocalFleet, RunInterrupted, resume_job
+    from producer.jobs import OrdersSent, continue_run
+    from producer.runner import RunInterrupted
 
-    if settings.broker_url is not None:
-        db = make_engine(settings.sqlalchemy_url)
-        run_id, sent = resume_run(
-            db, create_app(settings), run_ref=run_ref, retry_s=settings.publish_retry_s
-        )
-        errors.print(f"run {run_id}: {sent} work order(s) sent")
-        return
     try:
-        with LocalFleet(
-            settings, workers=workers, spawn_workers=True, queue=DEFAULT_QUEUE, console=console
-        ) as fleet:
-            outcome = resume_job(fleet, run_ref=run_ref, output_dir=output)
+        outcome = continue_run(
+            settings, run_ref=run_ref, workers=workers, output=output, console=console
+        )
     except RunInterrupted as stop:
         _interrupted(settings, stop, workers=workers, output=output)
+    if isinstance(outcome, OrdersSent):
+        errors.print(f"run {outcome.run_id}: {outcome.sent} work order(s) sent")
+        return
     _report(settings, outcome, limit)
 
 
@@ -216,15 +174,6 @@ def _stored_run_named(run_id: str) -> Iterator[None]:
         raise
 
 
-def _with_run_file(input_path: Path | None, options: JobOptions) -> RunFile:
-    """INPUT and the options as given, or the run file's (the command line on top)."""
-    from producer.runfile import RunFile, is_run_file, read
-
-    if input_path is None or not is_run_file(input_path):
-        return RunFile(options, input_path)
-    return read(input_path, options)
-
-
 def _report(settings: Settings, outcome: RunOutcome, limit: FailureLimit | None) -> None:
     """The summary on stdout; exit 1 with the cause on stderr when the run failed."""
     from common.db import make_engine, session_scope
@@ -234,6 +183,7 @@ def _report(settings: Settings, outcome: RunOutcome, limit: FailureLimit | None)
     _print_summary(outcome.overall, outcome.aggregate)
     console.print(f"results: {outcome.jsonl} ({outcome.records} records)")
     console.print(f"summary: {outcome.summary}")
+    console.print(f"report: {outcome.report}")
     overall = outcome.overall
     why = failure_verdict(
         status=outcome.status,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from common.constants import LATEST
-from common.errors import ConfigError, FleetError
+from common.errors import ConfigError
 from producer.cli.app import app, console, errors, load_settings
 
 RunRef = Annotated[str, typer.Argument(help="Run id, or 'latest'.")]
@@ -66,24 +66,13 @@ def retry(
     Rejected input records are not retried. With FLEET_BROKER_URL set the fleet's
     workers take the work; without it the embedded broker and local workers do.
     """
-    from common.db import make_engine, session_scope
-    from common.models import RunStatus
-    from common.queries import resolve_run
-    from common.store import reopen_failed
     from producer.cli.jobs import see_through
+    from producer.jobs import reopen_failures
     from producer.verdict import parse_limit
 
     settings = load_settings()
     limit = parse_limit(max_failures)
-    db = make_engine(settings.sqlalchemy_url)
-    with session_scope(db) as session:
-        run = resolve_run(session, run_ref)
-        if run.status not in (RunStatus.running, RunStatus.completed, RunStatus.failed):
-            raise FleetError(
-                f"run {run.id} is {run.status}: only a running or finished run retries"
-            )
-        run_id = run.id
-        reopened = reopen_failed(session, run_id=run_id, kinds=kind or None)
+    run_id, reopened = reopen_failures(settings, run_ref=run_ref, kinds=kind)
     errors.print(f"run {run_id}: {reopened} failed result(s) reopened")
     if not reopened:
         return
@@ -93,17 +82,7 @@ def retry(
 @app.command()
 def cancel(run_ref: RunRef = LATEST) -> None:
     """Stop handing out a run's slices; batches in flight finish; results so far stay exportable."""
-    from common.db import make_engine, session_scope
-    from common.queries import resolve_run
-    from common.store import cancel_run
+    from producer.jobs import cancel_job
 
-    db = make_engine(load_settings().sqlalchemy_url)
-    with session_scope(db) as session:
-        run = resolve_run(session, run_ref)
-        run_id, status = run.id, run.status
-        cancelled = cancel_run(session, run_id=run_id)
-    if not cancelled:
-        raise FleetError(
-            f"run {run_id} is {status}: only a pending or running run can be cancelled"
-        )
+    run_id = cancel_job(load_settings(), run_ref=run_ref)
     errors.print(f"run {run_id} cancelled")

@@ -1,21 +1,27 @@
-"""Commands that read a run back: ``status`` and ``export``."""
+"""Commands that read a run back: ``status``, ``export`` and ``report``."""
 
 from __future__ import annotations
 
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from common.constants import LATEST
+from common.errors import ConfigError
 from producer.cli.app import app, console, errors, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 class ExportFormat(StrEnum):
     jsonl = "jsonl"
     json = "json"
+    csv = "csv"
+    parquet = "parquet"
 
 
 @app.command()
@@ -44,7 +50,12 @@ def status(
 
 
 #: Where ``fleet export`` writes without ``-o``: each format its own file.
-DEFAULT_NAMES = {ExportFormat.jsonl: Path("results.jsonl"), ExportFormat.json: Path("summary.json")}
+DEFAULT_NAMES = {
+    ExportFormat.jsonl: Path("results.jsonl"),
+    ExportFormat.json: Path("summary.json"),
+    ExportFormat.csv: Path("results.csv"),
+    ExportFormat.parquet: Path("results.parquet"),
+}
 
 
 @app.command()
@@ -56,8 +67,9 @@ def export(
         typer.Option(
             "--output",
             "-o",
-            help="File to write (default results.jsonl, or summary.json for --format json); "
-            "'-' writes to standard output. A file of the other kind is never overwritten.",
+            help="File to write (default results.jsonl, summary.json, results.csv or "
+            "results.parquet by format); '-' writes to standard output (not parquet). "
+            "A file of another kind is never overwritten.",
         ),
     ] = None,
     with_prompts: Annotated[
@@ -68,11 +80,14 @@ def export(
         ),
     ] = False,
 ) -> None:
-    """Write a run's results (jsonl, one per item and lane) or summary (json)."""
+    """Write a run's results (jsonl, csv, parquet: one per item and lane) or summary (json)."""
     from common.db import make_engine
     from producer.export import stream_jsonl, summary, summary_text, write_json, write_jsonl
 
     db = make_engine(load_settings().sqlalchemy_url)
+    if format in (ExportFormat.csv, ExportFormat.parquet):
+        _export_table(db, run_ref, format, output)
+        return
     if output == "-":
         if format is ExportFormat.jsonl:
             count = stream_jsonl(db, run_ref=run_ref, out=sys.stdout, with_prompts=with_prompts)
@@ -88,3 +103,38 @@ def export(
     else:
         write_json(db, run_ref=run_ref, path=path)
         errors.print(f"summary written to {path}")
+
+
+def _export_table(db: Engine, run_ref: str, format: ExportFormat, output: str | None) -> None:
+    """``--format csv`` or ``parquet``: the JSONL export's records as a table."""
+    from producer.export_tables import stream_csv, write_csv, write_parquet
+
+    if output == "-":
+        if format is ExportFormat.parquet:
+            raise ConfigError("parquet cannot be written to standard output: give -o FILE")
+        count = stream_csv(db, run_ref=run_ref, out=sys.stdout)
+        sys.stdout.flush()
+        errors.print(f"{count} records written to standard output")
+        return
+    path = Path(output) if output else DEFAULT_NAMES[format]
+    writer = write_csv if format is ExportFormat.csv else write_parquet
+    count = writer(db, run_ref=run_ref, path=path)
+    errors.print(f"{count} records written to {path}")
+
+
+@app.command()
+def report(
+    run_ref: Annotated[str, typer.Argument(help="Run id, or 'latest'.")] = LATEST,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="HTML file to write; only a fleet report is ever replaced."
+        ),
+    ] = Path("report.html"),
+) -> None:
+    """Write a run's report: one self-contained HTML page (opens offline; partial while running)."""
+    from common.db import make_engine
+    from producer.report import write_report
+
+    path = write_report(make_engine(load_settings().sqlalchemy_url), run_ref, output)
+    console.print(f"report: {path}")

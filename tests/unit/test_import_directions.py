@@ -1,4 +1,5 @@
-"""Imports run one way: producer/ and worker/ both import common/, never each other.
+"""Imports run one way: producer/ and worker/ both import common/, never each other;
+fleet/ (the Python API) imports producer/ and common/, and nothing imports it.
 
 The broker contract (``common.celery_app``, ``common.publish``, ``common.reconcile``)
 is what both sides share; the producer names the worker's task modules as strings
@@ -18,9 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: Which top-level packages each package may not import, and why.
 FORBIDDEN = {
-    "common": {"producer", "worker"},  # the contract depends on neither side
-    "worker": {"producer"},  # a worker needs no CLI
-    "producer": {"worker"},  # the producer talks to workers through the broker only
+    "common": {"producer", "worker", "fleet"},  # the contract depends on neither side
+    "worker": {"producer", "fleet"},  # a worker needs no CLI nor API
+    "producer": {"worker", "fleet"},  # the producer talks to workers through the broker only
+    "fleet": {"worker"},  # the Python API is a producer: it calls producer/, as the CLI does
 }
 
 

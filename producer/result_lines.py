@@ -71,6 +71,7 @@ def _line(
     """One line, the run's optional fields always present (null when they say nothing)."""
     fields = fleet_fields(item, model, lane, result, permutation)
     if config.scored():
+        fields.setdefault("metrics", None)
         fields["ensemble_score"] = ensemble.get("ensemble_score")
         if config.aggregate == "majority":
             fields["ensemble_answer"] = ensemble.get("ensemble_answer")
@@ -124,9 +125,10 @@ def fleet_fields(
         "error_kind": result.error_kind if result else "pending",
         "error": result.error_message if result else None,
         "score": result.score if result else None,
-        "metrics": result.scores if result else None,
         **_evaluation_fields(item),
     }
+    if result is not None and result.scores is not None:
+        fields["metrics"] = result.scores
     return fields
 
 

@@ -4,6 +4,7 @@ the ensemble of each item, and the prompt the model saw."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -106,12 +107,13 @@ def test_with_prompts_on_a_run_that_did_not_keep_them_says_so(tmp_path: Path) ->
 def test_majority_exports_the_ensemble_answer_and_score(tmp_path: Path) -> None:
     inputs = write_jsonl(tmp_path / "votes.jsonl", VOTES)
     out = tmp_path / "out"
+    env = fleet_env(tmp_path)
     fleet(
         "run", str(inputs), "--engine", "echo", "--model", "answer_from=a",
         "--model", "answer_from=b", "--model", "answer_from=c",
         "--template", "a={a} b={b} c={c}", "--reference-field", "gold",
         "--scorer", "normalized", "--aggregate", "majority", "-o", str(out),
-        env=fleet_env(tmp_path), cwd=tmp_path,
+        env=env, cwd=tmp_path,
     )  # fmt: skip
     lines = read_jsonl(out / "results.jsonl")
     per_item = {line["id"]: (line["ensemble_answer"], line["ensemble_score"]) for line in lines}
@@ -122,6 +124,15 @@ def test_majority_exports_the_ensemble_answer_and_score(tmp_path: Path) -> None:
     overall = summary["overall_results"]
     assert overall["aggregate"] == "majority"
     assert overall["correct"] == sum(score for _, score in per_item.values()) == 1
+
+    # The table exports carry the same fields.
+    table = tmp_path / "votes.csv"
+    fleet("export", "latest", "--format", "csv", "-o", str(table), env=env, cwd=tmp_path)
+    rows = list(csv.DictReader(table.open(encoding="utf-8")))
+    assert [(row["id"], row["ensemble_answer"], row["ensemble_score"]) for row in rows[::3]] == [
+        ("v1", "paris", "1.0"), ("v2", "bern", "0.0"), ("v3", "", "0.0")
+    ]  # fmt: skip
+    assert rows[1]["raw_answer"] == "Paris."
 
 
 def test_aggregate_without_a_reference_field_is_refused(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from statistics import mean
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.integration.helpers import fleet, fleet_env
@@ -86,3 +87,11 @@ def test_each_metric_is_a_statistic_per_scope(
         assert model == pytest.approx(lanes[1]["metrics"][name])
         assert statistics["dataset:default"][f"{name}_mean"] == pytest.approx(mean(best))
         assert statistics["permutation:identity"][f"{name}_mean"] == pytest.approx(mean(best))
+
+    # Parquet: the object reference and the metrics as JSON text, the score a float.
+    table = tmp_path / "spans.parquet"
+    fleet("export", "latest", "--format", "parquet", "-o", str(table), env=env, cwd=tmp_path)
+    rows = pq.read_table(table).to_pylist()
+    assert [json.loads(row["reference"]) for row in rows] == [line["reference"] for line in lines]
+    assert [json.loads(row["metrics"]) for row in rows] == [line["metrics"] for line in lines]
+    assert [row["score"] for row in rows] == [line["score"] for line in lines]

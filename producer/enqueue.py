@@ -218,14 +218,15 @@ def _reader(
     source: Path | Iterable[Any], config: RunConfig, reference_field: str | None
 ) -> RecordReader:
     """The reader of a file, or of in-memory records (``producer.records``)."""
-    template, limit = config.template, config.max_line_bytes
+    options: dict[str, Any] = {
+        "template": config.template,
+        "reference_field": reference_field,
+        "max_line_bytes": config.max_line_bytes,
+        "max_image_pixels": config.max_image_pixels,
+    }
     if isinstance(source, Path):
-        return RecordReader(
-            source, template=template, reference_field=reference_field, max_line_bytes=limit
-        )
-    return RecordsReader(
-        source, template=template, reference_field=reference_field, max_line_bytes=limit
-    )
+        return RecordReader(source, **options)
+    return RecordsReader(source, **options)
 
 
 def _entries(dataset: Dataset, config: RunConfig) -> Iterator[InputRecord | Rejected]:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from common.media import with_video_frames
 from common.prompts import Chat, Prompt, build_prompt
 from common.results import ErrorKind
 from common.runconfig import RunConfig
@@ -22,6 +23,14 @@ def engine_prompt(engine: Engine, prompt: Prompt) -> Prompt:
     Raises ValueError if it cannot be built (a tokenizer without a chat template)."""
     if isinstance(prompt, Chat):
         return engine.render_chat(prompt.messages)
+    return prompt
+
+
+def with_frames(prompt: Prompt, frames: int) -> Prompt:
+    """``prompt`` with its videos' parts asking for ``frames`` sampled frames (the run's
+    ``--video-frames``)."""
+    if isinstance(prompt, Chat):
+        return Chat(with_video_frames(prompt.messages, frames))
     return prompt
 
 
@@ -50,6 +59,7 @@ def prepare(
     for index, (payload, prompt) in enumerate(items):
         try:
             typed = build_prompt(payload, prompt, system=config.system, schema=config.output_schema)
+            typed = with_frames(typed, config.video_frames)
             prompts.append(engine_prompt(engine, typed))
         except ValueError as error:
             prompts.append("")

@@ -152,6 +152,16 @@ class JobOptions:
         int | None,
         typer.Option(min=1, help="Longest input line, in bytes; a longer one is refused unparsed."),
     ] = None
+    max_image_pixels: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Most pixels (width x height) of an input image, checked at enqueue."
+        ),
+    ] = None
+    video_frames: Annotated[
+        int | None,
+        typer.Option(min=1, help="Frames sampled from each input video, evenly spaced."),
+    ] = None
 
 
 #: Options whose text understands ``\\n``, ``\\t`` and ``\\\\`` on the command line, where a
@@ -265,7 +275,14 @@ def run_config(settings: Settings, options: JobOptions) -> RunConfig:
         attn_implementation=options.attn_implementation,
         trust_remote_code=options.trust_remote_code,
         max_line_bytes=options.max_line_bytes or settings.max_line_bytes,
+        **_media_options(options),
     )
+
+
+def _media_options(options: JobOptions) -> dict[str, int]:
+    """The image and video options given (the rest keep RunConfig's defaults)."""
+    given = {"max_image_pixels": options.max_image_pixels, "video_frames": options.video_frames}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def _output_schema(options: JobOptions) -> dict[str, Any] | None:

@@ -15,9 +15,20 @@ def demo_model(
     target: Annotated[Path, typer.Argument(help="Folder to write the model into.")] = Path(
         ".fleet/demo-model"
     ),
+    vision: Annotated[
+        bool,
+        typer.Option(
+            "--vision", help="Build a vision-language model (Llava) with its image processor."
+        ),
+    ] = False,
 ) -> None:
     """Build a tiny real transformers model (random weights, local tokenizer), no download."""
-    from producer.demo_model import build_demo_model
+    if vision:
+        from producer.demo_vision import build_demo_vision_model
 
-    path = build_demo_model(target)
-    console.print(f"demo model written to {path}")
+        path = build_demo_vision_model(target)
+    else:
+        from producer.demo_model import build_demo_model
+
+        path = build_demo_model(target)
+    console.print(f"demo {'vision ' if vision else ''}model written to {path}")

@@ -81,7 +81,7 @@ def build_demo_vision_model(target: pathlib.Path, *, seed: int = 0) -> pathlib.P
             projection_dim=64,
         ),
         text_config=text_config,
-        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         vision_feature_select_strategy="default",
         vision_feature_layer=-1,
     )

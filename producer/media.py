@@ -164,6 +164,9 @@ class MediaCheck:
             with av.open(str(path)) as container:
                 if not container.streams.video:
                     raise BadMedia(field, f"{path} holds no video stream")
+                # FFmpeg reads a still image as a one-frame video: refuse those readers.
+                if container.format.name.endswith("_pipe") or container.format.name == "image2":
+                    raise BadMedia(field, f"{path} is a still image, not a video")
         except av.FFmpegError as error:
             raise BadMedia(field, f"{path} is not a video PyAV can open ({error})") from None
         return path

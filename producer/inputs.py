@@ -153,8 +153,8 @@ class RecordReader:
         if not isinstance(record, dict):
             raise self._fail(line_no, f"expected a JSON object, got {type(record).__name__}")
         self._check_values(line_no, record)
+        record = self._media(line_no, record)  # before the id is taken: a reject keeps it
         custom_id = self._custom_id(line_no, record)
-        record = self._media(line_no, record)
         return InputRecord(
             line_no=line_no,
             custom_id=custom_id,

@@ -87,13 +87,16 @@ class HFVisionEngine(HFEngine):
     ) -> HFVisionEngine:
         """Load ``model`` and its processor onto ``device`` (default cuda if seen).
 
-        The image processor is the slow one (PIL and numpy): the fast ones need
-        torchvision, which is not a dependency of the fleet.
+        The image processor is the PIL one where the architecture has one: the others
+        need torchvision, which the fleet does not depend on (it is used if installed).
         """
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        processor = AutoProcessor.from_pretrained(
-            model, trust_remote_code=trust_remote_code, use_fast=False
-        )
+        try:
+            processor = AutoProcessor.from_pretrained(
+                model, trust_remote_code=trust_remote_code, backend="pil"
+            )
+        except (ValueError, ImportError, KeyError):  # no PIL processor for this architecture
+            processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
         tokenizer = processor.tokenizer
         # Left padding: all rows of a batch then end where generation begins.
         tokenizer.padding_side = "left"

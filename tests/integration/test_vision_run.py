@@ -14,7 +14,7 @@ from sqlmodel import select
 
 from common.db import make_engine, session_scope
 from common.models import Result
-from producer.demo_vision import IMAGE_SIDE, PATCH, build_demo_vision_model
+from producer.demo_vision import IMAGE_SIDE, PATCH
 from tests.integration.helpers import fleet, fleet_env
 from tests.media_files import write_png, write_truncated_png, write_video
 
@@ -91,7 +91,10 @@ def test_batched_equals_one_by_one_a_bad_image_fails_alone_video_frames(
 def test_an_evaluation_over_two_vision_checkpoints_recounts_from_its_export(
     tmp_path: Path, demo_vision_model: Path
 ) -> None:
-    second = build_demo_vision_model(tmp_path / "second", seed=1)
+    second = tmp_path / "second"  # built by the command line, the other by the function
+    fleet(
+        "demo-model", "--vision", "--seed", "1", str(second), env=fleet_env(tmp_path), cwd=tmp_path
+    )
     for index, colour in enumerate(COLOURS):
         write_png(tmp_path / "pics" / f"{index}.png", colour=colour, side=16 + 8 * index)
     letters = "aeioun"

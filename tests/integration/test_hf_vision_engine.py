@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from common.runconfig import Generation, RunConfig
+from common.settings import Settings
 from producer.demo_vision import IMAGE_SIDE, PATCH
 from tests.media_files import write_png, write_truncated_png, write_video
 from worker.engines import GenerationParams, load_engine
@@ -25,7 +26,7 @@ GREEDY = GenerationParams(max_new_tokens=6)
 
 @pytest.fixture(scope="module")
 def engine(demo_vision_model: Path) -> HFVisionEngine:
-    loaded = load_engine("hf", str(demo_vision_model), dtype="float32")
+    loaded = load_engine("hf", str(demo_vision_model), dtype="float32", settings=Settings())
     assert isinstance(loaded, HFVisionEngine)
     return loaded
 
@@ -77,7 +78,7 @@ def test_a_vision_checkpoint_loads_as_the_vision_engine(
     engine: HFVisionEngine, demo_model: Path
 ) -> None:
     assert engine.max_context == 2048
-    assert type(load_engine("hf", str(demo_model))) is HFEngine
+    assert type(load_engine("hf", str(demo_model), settings=Settings())) is HFEngine
 
 
 def test_lengths_count_the_image_tokens(engine: HFVisionEngine, tmp_path: Path) -> None:
@@ -149,7 +150,7 @@ def test_an_image_removed_after_rendering_fails_alone_and_the_batch_is_bisected(
 
 
 def test_the_text_engine_refuses_media_per_item(demo_model: Path, tmp_path: Path) -> None:
-    text_engine = load_engine("hf", str(demo_model))
+    text_engine = load_engine("hf", str(demo_model), settings=Settings())
     rows = [
         ({"id": 0, "images": pictures(tmp_path, 1), "prompt": "a"}, "a"),
         ({"id": 1, "prompt": "b"}, "b"),

@@ -12,6 +12,7 @@ import pytest
 
 from common.media import file_url
 from producer.inputs import InputRecord, RecordReader, Rejected
+from producer.records import RecordsReader
 from tests.media_files import (
     png_data_url,
     write_huge_png,
@@ -190,3 +191,22 @@ def test_records_without_media_are_read_as_before(tmp_path: Path) -> None:
         read(tmp_path / "in.jsonl", [{"id": 1, "messages": [{"role": "user", "content": "hi"}]}])
     )
     assert record.payload == {"id": 1, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_records_from_python_resolve_paths_against_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_png(tmp_path / "a.png")
+    entries = list(
+        RecordsReader(
+            [
+                {"id": 1, "images": ["a.png"], "prompt": "p"},
+                {"id": 2, "images": ["a.png", "b.png"], "prompt": "p"},
+            ]
+        )
+    )
+    assert only_record(entries[:1]).payload["images"] == [str(tmp_path / "a.png")]
+    message = rejection(entries[1:])
+    assert "images[1]" in message
+    assert "no such file" in message

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 STATE  ?= .fleet
 WORKERS ?= 2
 
-.PHONY: install demo test lint typecheck unit integration bench browser clean
+.PHONY: install demo demo-vision test lint typecheck unit integration bench browser clean
 
 # torch first, pinned: 2.13.0 is the CPU wheel on the machines' disk; a bare
 # "torch" requirement would pull a multi-GB CUDA build.
@@ -25,6 +25,13 @@ demo: $(STAMP)
 	$(BIN)/fleet demo-model $(STATE)/demo-model
 	$(BIN)/fleet run examples/contexts.jsonl --model $(STATE)/demo-model \
 		--workers $(WORKERS) --max-new-tokens 16 --output $(STATE)/demo-output
+
+# The same with images and a video, on the tiny demo vision model (README: Images and video).
+demo-vision: $(STAMP)
+	$(BIN)/fleet demo-model --vision $(STATE)/demo-vision
+	$(BIN)/fleet run examples/vision/vision.jsonl --model $(STATE)/demo-vision \
+		--workers $(WORKERS) --max-new-tokens 16 --video-frames 4 \
+		--reference-field expected --scorer contains --output $(STATE)/demo-vision-output
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

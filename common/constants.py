@@ -22,6 +22,13 @@ IDENTITY = "identity"
 #: a 30 MB line once cost a worker 70 s and 6.6 GB before it failed as too long.
 DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024
 
+#: Most pixels (width x height) of one input image unless ``--max-image-pixels`` says
+#: otherwise: a 6,000 x 6,000 photograph passes, a decompression bomb does not.
+DEFAULT_MAX_IMAGE_PIXELS = 36_000_000
+
+#: Frames sampled from each input video unless ``--video-frames`` says otherwise.
+DEFAULT_VIDEO_FRAMES = 8
+
 #: Engine names accepted by ``--engine``: ``hf`` (transformers), ``openai`` (any
 #: OpenAI-compatible server), ``echo`` (no model: for tests and demos).
 ENGINES = ("hf", "echo", "openai")

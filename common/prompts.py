@@ -7,8 +7,9 @@
   producer checks it at enqueue (every record, every permutation); a worker renders
   each lane's text with the same rules.
 - The prompt an engine gets (:func:`build_prompt`): that text with the JSON Schema
-  instruction of a structured-output run, or, for a record with ``messages`` or a run
-  with a system prompt, a :class:`Chat` the engine puts into its model's chat format.
+  instruction of a structured-output run, or, for a record with ``messages``, images or
+  a video (``common.media``), or a run with a system prompt, a :class:`Chat` the engine
+  puts into its model's chat format.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from common.constants import CONTEXTS_TEMPLATE
 from common.errors import ConfigError, FleetError
+from common.media import append_text, content_text, has_media_fields, is_parts, user_content
 
 
 class MissingField(FleetError, KeyError):
@@ -75,8 +77,9 @@ def record_text(template: str | None, record: dict[str, Any]) -> str:
     return render(CONTEXTS_TEMPLATE, ["context", "query"], record)
 
 
-#: One chat message: ``{"role": ..., "content": ...}``.
-Message = dict[str, str]
+#: One chat message: ``{"role": ..., "content": ...}``; the content is a string or a list
+#: of content parts (``common.media``).
+Message = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,12 @@ def build_prompt(
         return text
     if schema is not None and "messages" in payload:
         last = messages[-1]
-        messages[-1] = {**last, "content": with_schema(last["content"], schema)}
+        content = last["content"]
+        if is_parts(content):
+            content = append_text(content, with_schema("", schema).lstrip())
+        else:
+            content = with_schema(content, schema)
+        messages[-1] = {**last, "content": content}
     return Chat(messages)
 
 
@@ -118,20 +126,27 @@ def chat_messages(payload: dict[str, Any], text: str, system: str | None) -> lis
     """The conversation of one item, or None when it is a plain prompt.
 
     The payload's ``messages`` were validated at enqueue (``producer.inputs``); an item
-    without them becomes one user message under the run's system prompt.
+    without them becomes one user message under the run's system prompt, holding its
+    images and video first if it has any.
     """
     messages = payload.get("messages")
-    if messages is None and system is None:
+    media = has_media_fields(payload)
+    if messages is None and system is None and not media:
         return None
     if messages is None:
-        messages = [{"role": "user", "content": text}]
-    conversation = [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
+        messages = [{"role": "user", "content": user_content(payload, text) if media else text}]
+    conversation = [{"role": str(m["role"]), "content": _content(m["content"])} for m in messages]
     if system is not None and not (conversation and conversation[0]["role"] == "system"):
         conversation.insert(0, {"role": "system", "content": system})
     return conversation
 
 
+def _content(content: Any) -> Any:
+    """A message's content: its parts as they are (copied), anything else as a string."""
+    return [dict(part) for part in content] if is_parts(content) else str(content)
+
+
 def plain_chat(messages: list[Message]) -> str:
     """A template-free rendering (``role: content`` lines) for engines without one."""
-    lines = [f"{message['role']}: {message['content']}" for message in messages]
+    lines = [f"{message['role']}: {content_text(message['content'])}" for message in messages]
     return "\n".join([*lines, "assistant:"])

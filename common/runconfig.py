@@ -6,7 +6,12 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.constants import DEFAULT_MAX_LINE_BYTES, IDENTITY
+from common.constants import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_VIDEO_FRAMES,
+    IDENTITY,
+)
 
 #: How the scores of an item's lanes combine into the item's score (``--aggregate``).
 Aggregate = Literal["any", "all", "majority", "mean"]
@@ -123,3 +128,7 @@ class RunConfig(BaseModel):
     max_line_bytes: int = Field(default=DEFAULT_MAX_LINE_BYTES, ge=1)
     #: Store each result's prompt as the engine rendered it (``--keep-prompts``).
     keep_prompts: bool = False
+    #: Most pixels of one input image, checked at enqueue (``--max-image-pixels``).
+    max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, ge=1)
+    #: Frames a worker samples from each input video (``--video-frames``).
+    video_frames: int = Field(default=DEFAULT_VIDEO_FRAMES, ge=1)

@@ -10,6 +10,7 @@ result loads with ``AutoModelForCausalLM``/``AutoTokenizer`` like any checkpoint
 from __future__ import annotations
 
 import pathlib
+from typing import Any
 
 #: Context length of the demo model, in tokens: ``max_position_embeddings`` and the
 #: tokenizer's ``model_max_length``.
@@ -72,16 +73,34 @@ def build_demo_model(target: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
     """
     # Imported here so that importing this module (e.g. by the CLI) stays cheap.
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import (
-        GenerationConfig,
-        LlamaConfig,
-        LlamaForCausalLM,
-        PreTrainedTokenizerFast,
-    )
+    from transformers import GenerationConfig, LlamaForCausalLM
 
     target = pathlib.Path(target)
     target.mkdir(parents=True, exist_ok=True)
+    tokenizer = demo_tokenizer()
+    config = demo_text_config(tokenizer)
+    torch.manual_seed(seed)
+    # float32 whatever torch's default dtype happens to be in the calling process.
+    model = LlamaForCausalLM(config).float().eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+        do_sample=False,
+    )
+
+    # A chat template, so that chat items (``messages``, ``--system``) work on the demo too.
+    tokenizer.chat_template = DEMO_CHAT_TEMPLATE
+    model.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def demo_tokenizer() -> Any:
+    """The demo's byte-level BPE tokenizer (a ``PreTrainedTokenizerFast``), built the
+    same, byte for byte, every time."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
 
     # Byte-level BPE: the pre-tokenizer maps every byte to one of 256 symbols, all of which
     # are in the initial alphabet, so nothing is ever unknown and decode(encode(s)) == s.
@@ -96,14 +115,14 @@ def build_demo_model(target: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
         show_progress=False,
     )
     core.train_from_iterator(_CORPUS.splitlines(), trainer=trainer)
-    bos_id, eos_id, pad_id = core.token_to_id(BOS), core.token_to_id(EOS), core.token_to_id(PAD)
+    bos_id = core.token_to_id(BOS)
     # Like Llama, every encoded text starts with <s>: the model always sees a first token,
     # even for an empty prompt.
     core.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
     )
 
-    tokenizer = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=core,
         bos_token=BOS,
         eos_token=EOS,
@@ -114,8 +133,14 @@ def build_demo_model(target: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
         clean_up_tokenization_spaces=False,
     )
 
-    config = LlamaConfig(
-        vocab_size=core.get_vocab_size(),
+
+def demo_text_config(tokenizer: Any) -> Any:
+    """The demo's Llama config (a ``LlamaConfig``) for ``tokenizer``'s vocabulary."""
+    from transformers import LlamaConfig
+
+    bos_id, eos_id, pad_id = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
         hidden_size=256,
         intermediate_size=688,
         num_hidden_layers=4,
@@ -127,15 +152,3 @@ def build_demo_model(target: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
         pad_token_id=pad_id,
         tie_word_embeddings=False,
     )
-    torch.manual_seed(seed)
-    # float32 whatever torch's default dtype happens to be in the calling process.
-    model = LlamaForCausalLM(config).float().eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=pad_id, do_sample=False
-    )
-
-    # A chat template, so that chat items (``messages``, ``--system``) work on the demo too.
-    tokenizer.chat_template = DEMO_CHAT_TEMPLATE
-    model.save_pretrained(target, safe_serialization=True)
-    tokenizer.save_pretrained(target)
-    return target

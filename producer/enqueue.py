@@ -238,16 +238,15 @@ def _reader(
     """The reader of a file, or of in-memory records (``producer.records``), with the
     dataset's own template and reference field."""
     check_scorer(config, dataset)
-    template = config.template_for(dataset)
-    reference_field = config.reference_field_for(dataset)
-    limit = config.max_line_bytes
+    options: dict[str, Any] = {
+        "template": config.template_for(dataset),
+        "reference_field": config.reference_field_for(dataset),
+        "max_line_bytes": config.max_line_bytes,
+        "max_image_pixels": config.max_image_pixels,
+    }
     if isinstance(source, Path):
-        return RecordReader(
-            source, template=template, reference_field=reference_field, max_line_bytes=limit
-        )
-    return RecordsReader(
-        source, template=template, reference_field=reference_field, max_line_bytes=limit
-    )
+        return RecordReader(source, **options)
+    return RecordsReader(source, **options)
 
 
 def _entries(

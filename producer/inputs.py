@@ -3,7 +3,9 @@
 Three record shapes are understood: contexts records (``id``, ``query``,
 ``context`` and any extra fields, which are kept and passed through), plain
 ``{"id", "prompt"}`` and chat ``{"id", "messages": [{"role", "content"}...]}``.
-A ``--template`` builds the prompt from any fields.
+A ``--template`` builds the prompt from any fields. Any of them may carry images and
+a video (``images``/``video`` fields, or content parts in ``messages``): each is
+checked and its path made absolute by ``producer.media``.
 
 Every value is checked before anything is stored, so the verdict is the same on
 SQLite and PostgreSQL and nothing fails later in a worker or an export: a line
@@ -23,10 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from common.constants import CONTEXTS_TEMPLATE, DEFAULT_MAX_LINE_BYTES
+from common.constants import (
+    CONTEXTS_TEMPLATE,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEFAULT_MAX_LINE_BYTES,
+)
 from common.errors import InputError
+from common.media import content_text, has_media_fields, is_parts
 from common.prompts import MissingField, render, template_fields
 from producer.idlines import IdLines
+from producer.media import BadMedia, MediaCheck
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -75,6 +83,7 @@ class RecordReader:
         reference_field: str | None = None,
         lines: Iterable[bytes] | None = None,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         self.path = path
         #: Lines to read instead of the file (a pipeline stage's records); path names them.
@@ -83,6 +92,7 @@ class RecordReader:
         self.fields = template_fields(template) if template else None
         self.reference_field = reference_field
         self.max_line_bytes = max_line_bytes
+        self.media = MediaCheck(path.parent, max_image_pixels)
         self._seen = IdLines()
 
     def __iter__(self) -> Iterator[InputRecord | Rejected]:
@@ -145,6 +155,7 @@ class RecordReader:
         if not isinstance(record, dict):
             raise self._fail(line_no, f"expected a JSON object, got {type(record).__name__}")
         self._check_values(line_no, record)
+        record = self._media(line_no, record)  # before the id is taken: a reject keeps it
         custom_id = self._custom_id(line_no, record)
         return InputRecord(
             line_no=line_no,
@@ -191,6 +202,19 @@ class RecordReader:
             raise self._fail(
                 line_no, f"{what} holds a lone surrogate ({code}), which is not text", where or None
             ) from None
+
+    def _media(self, line_no: int, record: dict[str, Any]) -> dict[str, Any]:
+        """The record with its images and video checked and their paths absolute."""
+        messages = record.get("messages")
+        parts = isinstance(messages, list) and any(
+            isinstance(message, dict) and is_parts(message.get("content")) for message in messages
+        )
+        if not parts and not has_media_fields(record):
+            return record
+        try:
+            return self.media.resolve(record)
+        except BadMedia as bad:
+            raise self._fail(line_no, bad.message, bad.field) from None
 
     def _custom_id(self, line_no: int, record: dict[str, Any]) -> str:
         if "id" not in record:
@@ -249,11 +273,15 @@ class RecordReader:
                     f"must be one of {', '.join(CHAT_ROLES)}, got {role!r}",
                     where + ".role",
                 )
-            if not isinstance(message.get("content"), str):
-                raise self._fail(line_no, "must be a string", where + ".content")
-        if not any(message["content"].strip() for message in messages):
+            content = message.get("content")
+            if not isinstance(content, str) and not is_parts(content):
+                raise self._fail(line_no, "must be a string or a list of parts", where + ".content")
+        texts = [content_text(message["content"]) for message in messages]
+        if not any(text.strip() for text in texts):
             raise self._fail(line_no, "every content is empty or only whitespace", "messages")
-        return "\n".join(f"{message['role']}: {message['content']}" for message in messages)
+        return "\n".join(
+            f"{message['role']}: {text}" for message, text in zip(messages, texts, strict=True)
+        )
 
     def _reference(self, line_no: int, record: dict[str, Any]) -> str | None:
         if self.reference_field is None:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from common.constants import DEFAULT_MAX_LINE_BYTES
+from common.constants import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_LINE_BYTES
 from common.errors import InputError, RecordError
 from producer.inputs import RAW_KEPT, InputRecord, RecordReader, Rejected
 
@@ -37,12 +37,14 @@ class RecordsReader(RecordReader):
         template: str | None = None,
         reference_field: str | None = None,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         super().__init__(
             Path(RECORDS_SOURCE),
             template=template,
             reference_field=reference_field,
             max_line_bytes=max_line_bytes,
+            max_image_pixels=max_image_pixels,
         )
         self.records = records
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from common.media import with_video_frames
 from common.prompts import Chat, Prompt, build_prompt
 from common.results import ErrorKind
 from common.runconfig import RunConfig
@@ -31,8 +32,16 @@ def shown_prompt(prompt: Prompt) -> str | None:
     schema instruction and truncation applied), or the JSON of the messages an engine
     sends as a conversation; None for an item whose prompt could not be built."""
     if isinstance(prompt, Chat):
-        return json.dumps(prompt.messages, ensure_ascii=False)
+        return json.dumps(prompt.messages, ensure_ascii=False, default=str)
     return prompt or None
+
+
+def with_frames(prompt: Prompt, frames: int) -> Prompt:
+    """``prompt`` with its videos' parts asking for ``frames`` sampled frames (the run's
+    ``--video-frames``)."""
+    if isinstance(prompt, Chat):
+        return Chat(with_video_frames(prompt.messages, frames))
+    return prompt
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,7 @@ def prepare(
     for index, (payload, prompt) in enumerate(items):
         try:
             typed = build_prompt(payload, prompt, system=config.system, schema=config.output_schema)
+            typed = with_frames(typed, config.video_frames)
             prompts.append(engine_prompt(engine, typed))
         except ValueError as error:
             prompts.append("")

@@ -167,6 +167,16 @@ class JobOptions:
             "instruction, permutation); exported as rendered_prompt."
         ),
     ] = False
+    max_image_pixels: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Most pixels (width x height) of an input image, checked at enqueue."
+        ),
+    ] = None
+    video_frames: Annotated[
+        int | None,
+        typer.Option(min=1, help="Frames sampled from each input video, evenly spaced."),
+    ] = None
 
 
 #: Options whose text understands ``\\n``, ``\\t`` and ``\\\\`` on the command line, where a
@@ -289,6 +299,7 @@ def run_config(
         max_line_bytes=options.max_line_bytes or settings.max_line_bytes,
         dataset_options=dataset_options or {},
         keep_prompts=options.keep_prompts,
+        **_media_options(options),
     )
     if options.aggregate is not None and not config.scored():
         raise ConfigError(
@@ -296,6 +307,12 @@ def run_config(
             "--scorer and --reference-field (nothing was enqueued)"
         )
     return config
+
+
+def _media_options(options: JobOptions) -> dict[str, int]:
+    """The image and video options given (the rest keep RunConfig's defaults)."""
+    given = {"max_image_pixels": options.max_image_pixels, "video_frames": options.video_frames}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def _output_schema(options: JobOptions) -> dict[str, Any] | None:

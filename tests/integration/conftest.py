@@ -24,6 +24,7 @@ from common.celery_app import create_app
 from common.db import make_engine
 from common.settings import Settings
 from producer.demo_model import build_demo_model
+from producer.demo_vision import build_demo_vision_model
 from producer.embedded import EmbeddedBroker
 from producer.launcher import LocalWorkers
 from tests.integration.helpers import wait_for_workers
@@ -41,6 +42,12 @@ pytestmark = pytest.mark.integration
 def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny real transformers model, built once per session."""
     return build_demo_model(tmp_path_factory.mktemp("models") / "demo")
+
+
+@pytest.fixture(scope="session")
+def demo_vision_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny real vision-language model (Llava) with its processor, built once per session."""
+    return build_demo_vision_model(tmp_path_factory.mktemp("models") / "demo-vision")
 
 
 @pytest.fixture(scope="session")

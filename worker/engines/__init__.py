@@ -35,7 +35,15 @@ def load_engine(
         return EchoEngine.from_spec(model)
     if name == "hf":
         from worker.engines.hf import HFEngine
+        from worker.engines.hf_vision import HFVisionEngine, is_vision_checkpoint
 
+        if is_vision_checkpoint(model, trust_remote_code=trust_remote_code):
+            return HFVisionEngine.load(
+                model,
+                dtype=dtype,
+                attn_implementation=attn_implementation,
+                trust_remote_code=trust_remote_code,
+            )
         return HFEngine.load(
             model,
             dtype=dtype,

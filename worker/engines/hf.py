@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from common.media import text_messages
 from common.prompts import Chat, Message, Prompt
 from common.results import error_text
 from worker.engines.base import Completion, EngineBroken, GenerationParams
@@ -129,6 +130,7 @@ class HFEngine:
         """Through the tokenizer's chat template; a tokenizer without one is an error."""
         if not getattr(self.tokenizer, "chat_template", None):
             raise ValueError("this model's tokenizer has no chat template")
+        messages = text_messages(messages)  # media: ValueError, the item fails alone
         text = self.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True
         )

@@ -3,7 +3,8 @@
 The model runs elsewhere, so a batch is a set of concurrent HTTP requests, at most
 ``FLEET_OPENAI_CONCURRENCY`` at once per worker process. Each request is retried with
 exponential backoff on 429, 5xx, connection errors and timeouts; one that still fails
-fails its item alone, classified ``rate_limit``, ``timeout`` or ``api``. The base URL and
+fails its item alone, classified ``rate_limit``, ``timeout`` or ``api``. Images and
+videos go as content parts, a local file as a ``data:`` URL (``worker.media``). The base URL and
 the key come from the settings (``FLEET_OPENAI_BASE_URL``, ``FLEET_OPENAI_API_KEY``),
 never from the command line, where they would show in ``ps`` and shell history.
 
@@ -32,6 +33,7 @@ from common.prompts import Chat, Message, Prompt
 from common.results import ErrorKind
 from common.settings import Settings
 from worker.engines.base import Completion, GenerationParams, ItemError, PartialFailure
+from worker.media import MediaError, inline_media
 
 #: Characters per token assumed when estimating prompt lengths.
 CHARS_PER_TOKEN = 4
@@ -128,7 +130,7 @@ class OpenAIEngine:
             error = exhausted.last_attempt.exception()
             kind = getattr(error, "error_kind", ErrorKind.api)
             return ItemError(kind, f"{error} (gave up after {self.max_attempts} tries)")
-        except RemoteError as error:
+        except (RemoteError, MediaError) as error:
             return ItemError(error.error_kind, str(error))
 
     def _request(self, prompt: Prompt, params: GenerationParams) -> Completion:
@@ -142,7 +144,7 @@ class OpenAIEngine:
             body["seed"] = params.seed
         chat = isinstance(prompt, Chat)
         if isinstance(prompt, Chat):
-            body["messages"] = prompt.messages
+            body["messages"] = inline_media(prompt.messages)  # local files as data: URLs
         else:
             body["prompt"] = prompt
         try:

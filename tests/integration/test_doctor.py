@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.integration.helpers import fleet_env, run_fleet
 from tests.integration.test_flower import free_port
-from tests.unit.test_gpus import fake_nvidia_smi
+from tests.unit.producer.test_gpus import fake_nvidia_smi
 
 
 def doctor(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from common.db import make_engine
-from tests.unit.test_evaluation import EXPECTED_OVERALL, scored_run, statistics
+from tests.unit.common.test_evaluation import EXPECTED_OVERALL, scored_run, statistics
 
 
 @pytest.mark.parametrize(("aggregate", "correct"), EXPECTED_OVERALL.items())

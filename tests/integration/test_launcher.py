@@ -28,7 +28,7 @@ from tests.integration.helpers import (
     stop_launcher,
     wait_for_workers,
 )
-from tests.unit.test_gpus import fake_nvidia_smi
+from tests.unit.producer.test_gpus import fake_nvidia_smi
 
 
 def write_inputs(path: Path, count: int) -> None:

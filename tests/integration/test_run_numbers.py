@@ -17,7 +17,7 @@ from common.models import Result, Run, Slice, utcnow
 from common.queries import progress
 from common.stats import nest, run_statistics
 from tests.integration.helpers import fleet, fleet_env
-from tests.unit.test_evaluation import scored_run
+from tests.unit.common.test_evaluation import scored_run
 
 
 def test_rates_use_the_active_time_not_the_idle_gap(db: Engine, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 
 from common.models import Item, Result
 from producer.export import record, summary
-from tests.unit.test_evaluation import scored_run
+from tests.unit.common.test_evaluation import scored_run
 
 
 def item(**changes: object) -> Item:

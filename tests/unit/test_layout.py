@@ -1,0 +1,39 @@
+"""The unit tests mirror the package layout: ``tests/unit/worker/engines/test_echo.py``
+tests ``worker/engines/echo.py``, so a module's tests are found by its path.
+
+A test file in a package's folder is named after a module of that package, alone
+(``test_inputs.py``) or with a word of its own after it (``test_inputs_corpus.py``).
+The files directly under ``tests/unit`` test the tree as a whole.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+UNIT = ROOT / "tests" / "unit"
+
+
+def _modules(package: Path) -> set[str]:
+    return {path.stem for path in package.glob("*.py")} | {
+        path.name for path in package.iterdir() if (path / "__init__.py").exists()
+    }
+
+
+def test_every_unit_test_is_named_after_a_module_of_its_package() -> None:
+    stray = []
+    for test in sorted(UNIT.rglob("test_*.py")):
+        folder = test.parent.relative_to(UNIT)
+        if folder == Path("."):
+            continue
+        package = ROOT / folder
+        subject = test.stem.removeprefix("test_")
+        modules = _modules(package) if package.is_dir() else set()
+        if not any(subject == name or subject.startswith(name + "_") for name in modules):
+            stray.append(str(test.relative_to(ROOT)))
+    assert not stray, f"unit tests named after no module of their package: {stray}"
+
+
+def test_every_package_folder_of_the_unit_tests_is_a_package() -> None:
+    folders = {test.parent for test in UNIT.rglob("test_*.py")} - {UNIT}
+    assert all((ROOT / folder.relative_to(UNIT)).is_dir() for folder in folders)

@@ -143,6 +143,9 @@ class Item(SQLModel, table=True):
     reference_is_json: bool | None = None
     #: Set when the record was rejected at enqueue (``--skip-invalid``).
     reject_reason: str | None = Field(default=None, sa_column=Column(Text))
+    #: The item's own generation settings over the run's (an OpenAI Batch request's:
+    #: ``common.request_settings.RequestSettings``); None: the run's.
+    params: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class Slice(SQLModel, table=True):
@@ -215,6 +218,9 @@ class Result(SQLModel, table=True):
     attempts: int = 1
     error_kind: str | None = Field(default=None, max_length=32)
     error_message: str | None = Field(default=None, sa_column=Column(Text))
+    #: Why generation ended: ``stop`` (end of sequence or a stop string) or ``length``
+    #: (max_new_tokens reached); None when the engine could not tell.
+    finish_reason: str | None = Field(default=None, max_length=16)
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -70,6 +70,8 @@ class ResultRow:
     attempts: int = 1
     error_kind: ErrorKind | None = None
     error_message: str | None = None
+    #: ``stop`` or ``length`` (``Result.finish_reason``); None when not known.
+    finish_reason: str | None = None
 
     def columns(self) -> dict[str, Any]:
         """Column name -> value, as the store's insert takes them."""

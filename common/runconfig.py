@@ -26,8 +26,15 @@ Side = Literal["left", "right"]
 SIDES: tuple[str, ...] = get_args(Side)
 
 
+#: How the input files are read (``--input-format``): ``auto`` tells an OpenAI Batch file
+#: by its first line.
+InputFormat = Literal["auto", "fleet", "openai"]
+INPUT_FORMATS: tuple[str, ...] = get_args(InputFormat)
+
+
 class Generation(BaseModel):
-    """Generation settings, the same for every item of a run."""
+    """A run's generation settings; an item's own request may override them
+    (``common.request_settings``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -35,6 +42,8 @@ class Generation(BaseModel):
     temperature: float = Field(default=0.0, ge=0.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     seed: int | None = None
+    #: Texts that end an answer where they first appear (an OpenAI request's ``stop``).
+    stop: tuple[str, ...] = ()
 
 
 class Batching(BaseModel):
@@ -57,6 +66,16 @@ class DatasetOptions(BaseModel):
     template: str | None = None
     reference_field: str | None = None
     scorer: str | None = None
+
+
+class OpenAIExport(BaseModel):
+    """Where ``fleet batch`` asked for the OpenAI Batch output; ``fleet resume`` writes it too."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    output: str
+    #: The error file; None: errors go to ``output`` as well.
+    errors: str | None = None
 
 
 class RunConfig(BaseModel):
@@ -132,3 +151,7 @@ class RunConfig(BaseModel):
     max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, ge=1)
     #: Frames a worker samples from each input video (``--video-frames``).
     video_frames: int = Field(default=DEFAULT_VIDEO_FRAMES, ge=1)
+    #: How the input files are read: ``openai`` for OpenAI Batch files.
+    input_format: InputFormat = "auto"
+    #: Files the run's OpenAI Batch output goes to when it ends (``fleet batch``).
+    openai_export: OpenAIExport | None = None

@@ -54,6 +54,7 @@ _RESULT_UPDATABLE = (
     "gpu_group",
     "error_kind",
     "error_message",
+    "finish_reason",
     "created_at",
 )
 

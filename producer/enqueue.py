@@ -40,6 +40,7 @@ from producer.datasets import (
     unreadable_as_reject,
 )
 from producer.inputs import InputRecord, RecordReader, Rejected
+from producer.openai_batch import reader_for
 from producer.pipelines import source_run_id, stage_reader
 from producer.records import RECORDS_SOURCE, RecordsReader
 from producer.slicing import cut
@@ -235,8 +236,9 @@ def _given_input(
 def _reader(
     source: Path | Iterable[Any], config: RunConfig, dataset: str = DEFAULT_DATASET
 ) -> RecordReader:
-    """The reader of a file, or of in-memory records (``producer.records``), with the
-    dataset's own template and reference field."""
+    """The reader of a file (an OpenAI Batch file's: ``producer.openai_batch.reader_for``),
+    or of in-memory records (``producer.records``), with the dataset's own template and
+    reference field."""
     check_scorer(config, dataset)
     options: dict[str, Any] = {
         "template": config.template_for(dataset),
@@ -244,8 +246,8 @@ def _reader(
         "max_line_bytes": config.max_line_bytes,
         "max_image_pixels": config.max_image_pixels,
     }
-    if isinstance(source, Path):
-        return RecordReader(source, **options)
+    if isinstance(source, Path):  # an OpenAI Batch file, or the fleet's own records
+        return reader_for(source, config=config, options=options)
     return RecordsReader(source, **options)
 
 
@@ -309,6 +311,7 @@ def _item_row(run_id: str, seq: int, entry: InputRecord | Rejected, dataset: str
             "reference_is_json": False,
             "reject_reason": str(entry.error),
             "dataset": dataset,
+            "params": None,
         }
     return {
         "run_id": run_id,
@@ -321,6 +324,7 @@ def _item_row(run_id: str, seq: int, entry: InputRecord | Rejected, dataset: str
         "reference_is_json": entry.reference_is_json,
         "reject_reason": None,
         "dataset": dataset,
+        "params": entry.params,
     }
 
 

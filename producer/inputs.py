@@ -59,6 +59,8 @@ class InputRecord:
     reference: str | None
     #: The reference is a JSON object or array (``reference`` is its JSON text).
     reference_is_json: bool = False
+    #: The record's own generation settings (``common.request_settings``), or None.
+    params: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,9 @@ class Rejected:
 
 class RecordReader:
     """Turns the lines of one file into InputRecord or Rejected, in order."""
+
+    #: The field holding a record's own id.
+    id_field = "id"
 
     def __init__(
         self,
@@ -124,16 +129,31 @@ class RecordReader:
             return self._record(line_no, raw)
         except InputError as error:
             shown = _shown(raw[:RAW_KEPT].decode("utf-8", "replace"))
-            return Rejected(line_no, shown, error, _record_id(raw, size, error, self))
+            return Rejected(line_no, shown, error, _record_id(raw, size, error, self, line_no))
 
-    def seen_first(self, custom_id: str) -> bool:
-        """Whether ``custom_id`` is not yet taken by an earlier record of the file."""
-        return custom_id not in self._seen
+    def seen_first(self, custom_id: str, line_no: int) -> bool:
+        """Whether ``custom_id`` is the record's on ``line_no``: not taken by an earlier
+        record of the file (it is taken for this one from now on)."""
+        return self._seen.setdefault(custom_id, line_no) == line_no
 
     def _fail(self, line_no: int, message: str, field: str | None = None) -> InputError:
         return InputError(str(self.path), line_no, message, field)
 
     def _record(self, line_no: int, raw: bytes) -> InputRecord:
+        record = self._parse(line_no, raw)
+        record = self._media(line_no, record)  # before the id is taken: a reject keeps it
+        custom_id = self._custom_id(line_no, record)
+        return InputRecord(
+            line_no=line_no,
+            custom_id=custom_id,
+            payload=record,
+            prompt=self._prompt(line_no, record),
+            reference=self._reference(line_no, record),
+            reference_is_json=isinstance(record.get(self.reference_field or ""), (dict, list)),
+        )
+
+    def _parse(self, line_no: int, raw: bytes) -> dict[str, Any]:
+        """The line as a JSON object whose every value can be stored and exported."""
         # Only the last line of a file can lack its newline: a cut-off write.
         hint = " (truncated last line?)" if not raw.endswith(b"\n") else ""
         try:
@@ -155,16 +175,7 @@ class RecordReader:
         if not isinstance(record, dict):
             raise self._fail(line_no, f"expected a JSON object, got {type(record).__name__}")
         self._check_values(line_no, record)
-        record = self._media(line_no, record)  # before the id is taken: a reject keeps it
-        custom_id = self._custom_id(line_no, record)
-        return InputRecord(
-            line_no=line_no,
-            custom_id=custom_id,
-            payload=record,
-            prompt=self._prompt(line_no, record),
-            reference=self._reference(line_no, record),
-            reference_is_json=isinstance(record.get(self.reference_field or ""), (dict, list)),
-        )
+        return record
 
     def _check_values(self, line_no: int, record: dict[str, Any]) -> None:
         """Refuse what no database stores alike, or no export writes, naming the field."""
@@ -320,15 +331,17 @@ def _shown(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
 
 
-def _record_id(raw: bytes, size: int, error: InputError, reader: RecordReader) -> str | int | None:
+def _record_id(
+    raw: bytes, size: int, error: InputError, reader: RecordReader, line_no: int
+) -> str | int | None:
     """A rejected line's own id, when it parses and the id is usable and not taken."""
-    if error.field == "id" or size > reader.max_line_bytes:
+    if error.field == reader.id_field or size > reader.max_line_bytes:
         return None
     try:
         record = json.loads(raw)
     except (ValueError, RecursionError):
         return None
-    value = record.get("id") if isinstance(record, dict) else None
+    value = record.get(reader.id_field) if isinstance(record, dict) else None
     if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
         return None
-    return value if reader.seen_first(str(value)) else None
+    return value if reader.seen_first(str(value), line_no) else None

@@ -174,6 +174,7 @@ class LocalFleet:
     def finish(self, run_id: str, output_dir: Path | None) -> RunOutcome:
         """Watch the run to its end, then write its results and summary."""
         from producer.export import write_json, write_jsonl
+        from producer.openai_export import write_requested
         from producer.report import write_report
         from producer.status import watch
 
@@ -204,6 +205,9 @@ class LocalFleet:
         summary = out / "summary.json"
         records = write_jsonl(self.db, run_ref=run_id, path=jsonl)
         document = write_json(self.db, run_ref=run_id, path=summary)
+        batch_output = write_requested(self.db, run_id=run_id)  # fleet batch's files
+        if batch_output is not None:
+            self.console.print(batch_output)
         overall = document["statistics"].get("overall", {})
         aggregate = document["overall_results"]["aggregate"]
         report = write_report(self.db, run_id, out / "report.html")

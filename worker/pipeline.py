@@ -30,11 +30,12 @@ from common.runconfig import RunConfig
 from common.store import begin_finalize, claim_slice, finish_slice, save_results
 from worker.attempts import AttemptGuard, screen_items
 from worker.batching import iter_batches
-from worker.engines import Engine, GenerationParams
+from worker.engines import Engine
 from worker.inference import Outcome, generate_isolated
 from worker.lanes import answer_score, lane_prompts
-from worker.prompting import prepare, shown_prompt
+from worker.prompting import shown_prompt
 from worker.runtime import WorkerRuntime
+from worker.settings_groups import SettingsGroup, prepare_groups, settings_groups
 from worker.structured import validate_outcomes
 
 log = logging.getLogger(__name__)
@@ -124,16 +125,19 @@ def _run_items(
 ) -> None:
     """Every batch of the slice, each stored in one transaction; the last marks it done.
 
-    Stops early, with the slice left as the cancel set it, when the run is cancelled.
+    Items of unequal generation settings (their own requests') go in separate batches
+    (``worker.settings_groups``). Stops early, with the slice left as the cancel set it,
+    when the run is cancelled.
     """
-    config = work.config
-    params = GenerationParams(**config.generation.model_dump())
-    texts = lane_prompts(config, work.lane.permutation, work.items)
-    prepared = prepare(
-        engine, [(item.payload, text) for item, text in zip(work.items, texts, strict=True)], config
+    texts = lane_prompts(work.config, work.lane.permutation, work.items)
+    settings = settings_groups(work.config, work.items)
+    prepared = prepare_groups(
+        engine,
+        [(item.payload, text) for item, text in zip(work.items, texts, strict=True)],
+        settings,
     )
     prompts, lengths = prepared.prompts, prepared.lengths
-    if config.keep_prompts:
+    if work.config.keep_prompts:
         work.kept_prompts = [shown_prompt(prompt) for prompt in prompts]
     unrunnable = sorted(prepared.failed)
     rows = _rows(
@@ -145,54 +149,58 @@ def _run_items(
         [Outcome(None, 0.0, 0, *prepared.failed[index]) for index in unrunnable],
         lengths,
     )
-    groups = _groups(work, runtime, config, params.max_new_tokens, prepared.runnable, lengths)
-    group = next(groups, None)
+    batches = _groups(work, runtime, settings, set(prepared.runnable), lengths)
+    step = next(batches, None)
     while True:
         with session_scope(runtime.db) as session:
             save_results(session, rows=rows)
-            if group is None:
+            if step is None:
                 work.last_slice = finish_slice(session, run_id=work.run.id, slice_id=slice_id)
                 return
-            if not work.guard.begin(session, group):
+            if not work.guard.begin(session, step[1]):
                 return  # the run was cancelled: hand the engine nothing more
-        with work.guard.recording(runtime.db, group):
-            outcomes = _answer(runtime, engine, config, params, prompts, lengths, group)
-        rows = _rows(runtime, work, slice_id, worker, group, outcomes, lengths)
+        group, batch = step
+        with work.guard.recording(runtime.db, batch):
+            outcomes = _answer(runtime, engine, group, prompts, lengths, batch)
+        rows = _rows(runtime, work, slice_id, worker, batch, outcomes, lengths)
         # Planned now, after this batch: an OOM in it lowered the budget for the rest.
-        group = next(groups, None)
+        step = next(batches, None)
 
 
 def _groups(
     work: _Work,
     runtime: WorkerRuntime,
-    config: RunConfig,
-    max_new_tokens: int,
-    runnable: list[int],
+    settings: list[SettingsGroup],
+    runnable: set[int],
     lengths: list[int],
-) -> Iterator[list[int]]:
-    """The slice's batches in running order, each suspect item split off to run alone."""
-    batches = iter_batches(
-        {index: lengths[index] for index in runnable},
-        batch_size=config.batching.batch_size,
-        max_new_tokens=max_new_tokens,
-        max_padding=config.batching.max_padding,
-        # Re-read before every batch: an OOM lowers it for the rest of the slice too.
-        budget=lambda: runtime.memory.limit(config.batching.max_batch_tokens),
-    )
-    for batch in batches:
-        yield from work.guard.groups(batch)
+) -> Iterator[tuple[SettingsGroup, list[int]]]:
+    """The slice's batches in running order, each with its settings; each suspect item
+    split off to run alone."""
+    batching = work.config.batching
+    for group in settings:
+        batches = iter_batches(
+            {index: lengths[index] for index in group.indexes if index in runnable},
+            batch_size=batching.batch_size,
+            max_new_tokens=group.config.generation.max_new_tokens,
+            max_padding=batching.max_padding,
+            # Re-read before every batch: an OOM lowers it for the rest of the slice too.
+            budget=lambda: runtime.memory.limit(batching.max_batch_tokens),
+        )
+        for batch in batches:
+            for part in work.guard.groups(batch):
+                yield group, part
 
 
 def _answer(
     runtime: WorkerRuntime,
     engine: Engine,
-    config: RunConfig,
-    params: GenerationParams,
+    group: SettingsGroup,
     prompts: list[Prompt],
     lengths: list[int],
     indexes: list[int],
 ) -> list[Outcome]:
     """The items' outcomes: failing items isolated, OOM backed off, output checked."""
+    config, params = group.config, group.params
 
     def generate(positions: list[int]) -> list[Outcome]:
         chosen = [indexes[position] for position in positions]
@@ -251,6 +259,7 @@ def _rows(
                 gpu_group=runtime.gpu_group,
                 error_kind=outcome.error_kind,
                 error_message=outcome.error_message,
+                finish_reason=completion.finish_reason if completion else None,
             )
         )
     return rows

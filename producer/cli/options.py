@@ -23,6 +23,7 @@ from common.permutations import expand
 from common.runconfig import (
     AGGREGATES,
     DTYPES,
+    INPUT_FORMATS,
     SIDES,
     Batching,
     DatasetOptions,
@@ -177,6 +178,12 @@ class JobOptions:
         int | None,
         typer.Option(min=1, help="Frames sampled from each input video, evenly spaced."),
     ] = None
+    input_format: Annotated[
+        str,
+        typer.Option(
+            help="auto (an OpenAI Batch file is told by its first line), fleet or openai."
+        ),
+    ] = "auto"
 
 
 #: Options whose text understands ``\\n``, ``\\t`` and ``\\\\`` on the command line, where a
@@ -263,6 +270,10 @@ def run_config(
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype}: expected one of {', '.join(DTYPES)}")
     truncate = length_policy(options.truncate, options.on_too_long)
+    if options.input_format not in INPUT_FORMATS:
+        raise ConfigError(
+            f"--input-format {options.input_format}: expected one of {', '.join(INPUT_FORMATS)}"
+        )
     config = RunConfig(
         engine=options.engine,
         models=model_refs(options.engine, options.model),
@@ -300,6 +311,7 @@ def run_config(
         dataset_options=dataset_options or {},
         keep_prompts=options.keep_prompts,
         **_media_options(options),
+        input_format=options.input_format,
     )
     if options.aggregate is not None and not config.scored():
         raise ConfigError(

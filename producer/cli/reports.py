@@ -22,6 +22,8 @@ class ExportFormat(StrEnum):
     json = "json"
     csv = "csv"
     parquet = "parquet"
+    #: OpenAI Batch output lines (``producer.openai_export``).
+    openai = "openai"
 
 
 @app.command()
@@ -55,6 +57,7 @@ DEFAULT_NAMES = {
     ExportFormat.json: Path("summary.json"),
     ExportFormat.csv: Path("results.csv"),
     ExportFormat.parquet: Path("results.parquet"),
+    ExportFormat.openai: Path("batch_output.jsonl"),
 }
 
 
@@ -79,12 +82,25 @@ def export(
             "made with --keep-prompts)."
         ),
     ] = False,
+    errors_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--errors",
+            help="--format openai: file for the failed requests (default: the output file).",
+        ),
+    ] = None,
 ) -> None:
-    """Write a run's results (jsonl, csv, parquet: one per item and lane) or summary (json)."""
+    """Write a run's results (jsonl, csv, parquet: one per item and lane), summary (json),
+    or OpenAI Batch output (openai: one per request, in input order)."""
     from common.db import make_engine
     from producer.export import stream_jsonl, summary, summary_text, write_json, write_jsonl
 
     db = make_engine(load_settings().sqlalchemy_url)
+    if format is ExportFormat.openai:
+        _export_openai(db, run_ref, output, errors_file)
+        return
+    if errors_file is not None:
+        raise ConfigError("--errors is for --format openai")
     if format in (ExportFormat.csv, ExportFormat.parquet):
         _export_table(db, run_ref, format, output)
         return
@@ -138,3 +154,21 @@ def report(
 
     path = write_report(make_engine(load_settings().sqlalchemy_url), run_ref, output)
     console.print(f"report: {path}")
+
+
+def _export_openai(db: Engine, run_ref: str, output: str | None, errors_file: Path | None) -> None:
+    """``fleet export --format openai``: responses to the output, failures to --errors."""
+    from producer.openai_export import described, stream_openai, write_openai
+
+    if output == "-":
+        if errors_file is None:
+            written = stream_openai(db, run_ref=run_ref, out=sys.stdout, errors_out=sys.stdout)
+        else:
+            with errors_file.open("w", encoding="utf-8") as errors_out:
+                written = stream_openai(db, run_ref=run_ref, out=sys.stdout, errors_out=errors_out)
+        sys.stdout.flush()
+        errors.print(f"{written.responses} responses, {written.errors} errors")
+        return
+    path = Path(output) if output else DEFAULT_NAMES[ExportFormat.openai]
+    written = write_openai(db, run_ref=run_ref, output=path, errors=errors_file)
+    errors.print(described(written, path, errors_file))

@@ -7,8 +7,8 @@ generation parameters; it returns completions in the same order.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from common.errors import FleetError
 from common.prompts import Message, Prompt
@@ -17,12 +17,17 @@ from common.results import ErrorKind
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """How to generate: the same for every prompt of a run."""
+    """How to generate: the same for every prompt of a batch."""
 
     max_new_tokens: int = 64
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    #: Texts that end a completion where they first appear (they are not part of it).
+    stop: tuple[str, ...] = ()
+    #: The JSON Schema the answer must match, for an engine that can hold a server to it
+    #: (``openai``: ``response_format``); the prompt asks for it in any case.
+    output_schema: dict[str, Any] | None = field(default=None, hash=False)
 
     @property
     def greedy(self) -> bool:
@@ -36,6 +41,9 @@ class Completion:
     text: str
     tokens_in: int
     tokens_out: int
+    #: ``stop`` (an end of sequence or a stop text) or ``length`` (``max_new_tokens``
+    #: reached); None when the engine cannot tell.
+    finish_reason: str | None = None
 
 
 class Engine(Protocol):

@@ -8,6 +8,7 @@ the answers of every row shorter than the longest).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from common.prompts import Chat, Message, Prompt
 from common.results import error_text
 from worker.engines.base import Completion, EngineBroken, GenerationParams
 from worker.engines.sampling import RowSeededSampler, row_seed
+from worker.engines.stops import cut_at_stop
 
 #: The torch dtype of each ``--dtype`` name (``common.runconfig.DTYPES``) besides ``auto``.
 TORCH_DTYPES: dict[str, torch.dtype] = {
@@ -224,6 +226,8 @@ class HFEngine:
                 )
             )
         options.update(_sampling_options(prompts, params, self.device))
+        if params.stop:
+            options.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
         with torch.inference_mode():
             # generate derives position ids from the attention mask (its cumsum), so a
             # left-padded row sees the same positions as it would alone.
@@ -234,12 +238,22 @@ class HFEngine:
         ends = eos_ids(self.model, self.tokenizer)
         completions = []
         for tokens, tokens_in in zip(new_tokens, prompt_lengths, strict=True):
-            tokens = through_first_eos(tokens, ends)
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            completions.append(
-                Completion(text=text, tokens_in=int(tokens_in), tokens_out=len(tokens))
-            )
+            completions.append(self._completion(tokens, int(tokens_in), ends, params.stop))
         return completions
+
+    def _completion(
+        self, tokens: list[int], tokens_in: int, ends: set[int], stops: Sequence[str]
+    ) -> Completion:
+        """One row's new tokens as an answer: through its end of sequence, before a stop text."""
+        tokens = through_first_eos(tokens, ends)
+        finish = "stop" if tokens and tokens[-1] in ends else "length"
+        decode = functools.partial(self.tokenizer.decode, skip_special_tokens=True)
+        stopped = cut_at_stop(tokens, decode, stops)
+        if stopped is not None:
+            tokens, text, finish = stopped[0], stopped[1], "stop"
+        else:
+            text = decode(tokens)
+        return Completion(text, tokens_in, len(tokens), finish)
 
 
 def _sampling_options(

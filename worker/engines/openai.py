@@ -41,6 +41,9 @@ CHARS_PER_TOKEN = 4
 #: The context the engine claims; the server checks the real one.
 REMOTE_CONTEXT = 1_000_000
 
+#: A server's ``finish_reason`` values kept on a result (others are stored as unknown).
+FINISH_REASONS = ("stop", "length")
+
 
 class RemoteError(FleetError):
     """One request's failure, with its ``error_kind`` and whether a retry may help."""
@@ -140,8 +143,7 @@ class OpenAIEngine:
             "temperature": params.temperature,
             "top_p": params.top_p,
         }
-        if params.seed is not None:
-            body["seed"] = params.seed
+        body.update(_request_settings(params))
         chat = isinstance(prompt, Chat)
         if isinstance(prompt, Chat):
             body["messages"] = inline_media(prompt.messages)  # local files as data: URLs
@@ -181,11 +183,28 @@ def _completion(response: httpx.Response, chat: bool, estimated_in: int) -> Comp
         ) from None
     if not isinstance(text, str):
         raise RemoteError(ErrorKind.api, "response text is not a string", retryable=False)
+    finish = choice.get("finish_reason")
     return Completion(
         text=text,
         tokens_in=int(usage.get("prompt_tokens", estimated_in)),
         tokens_out=int(usage.get("completion_tokens", len(text) // CHARS_PER_TOKEN)),
+        finish_reason=finish if finish in FINISH_REASONS else None,
     )
+
+
+def _request_settings(params: GenerationParams) -> dict[str, Any]:
+    """The optional fields of a request: seed, stop texts and the answer's JSON Schema."""
+    settings: dict[str, Any] = {}
+    if params.seed is not None:
+        settings["seed"] = params.seed
+    if params.stop:
+        settings["stop"] = list(params.stop)
+    if params.output_schema is not None:
+        settings["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": params.output_schema},
+        }
+    return settings
 
 
 def _text(prompt: Prompt) -> str:

@@ -1,0 +1,97 @@
+"""``fleet batch``: an OpenAI Batch file in, an OpenAI Batch output file out.
+
+The one-shot command ``vllm run-batch`` users know: the input is validated and stored
+(every line on its own: ``--skip-invalid`` lets the rest run), run as ``fleet run``
+runs it (embedded server and local workers, or the fleet behind ``FLEET_BROKER_URL``),
+and exported in the input's order with ``producer.openai_export``. The run keeps the
+output's place, so after Ctrl-C ``fleet resume RUN`` finishes it and writes the files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from producer.cli.app import app, console, load_settings
+from producer.cli.jobs import MaxFailures, Workers, _interrupted, _report, _stored_run_named
+from producer.cli.options import JobOptions, job_command, run_config
+
+
+@app.command()
+@job_command
+def batch(
+    input_file: Annotated[
+        Path,
+        typer.Option(
+            "--input",
+            "-i",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="OpenAI Batch input file: one request per line.",
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="OpenAI Batch output file (one line a request).")
+    ],
+    errors_file: Annotated[
+        Path | None,
+        typer.Option("--errors", help="File for the failed requests (default: the output file)."),
+    ] = None,
+    workers: Workers = 1,
+    local_workers: Annotated[
+        bool | None,
+        typer.Option(help="Spawn local workers (default: yes unless FLEET_BROKER_URL is set)."),
+    ] = None,
+    max_failures: MaxFailures = None,
+    *,
+    options: JobOptions,
+) -> None:
+    """Run an OpenAI Batch file end to end and write its output in input order.
+
+    Exits 1 when the run did not complete, when every request failed, or when more
+    failed than --max-failures allows; 130 on Ctrl-C, saying how to resume.
+    """
+    from common.runconfig import OpenAIExport
+    from producer.model_check import check_run_models
+    from producer.openai_export import check_destinations
+    from producer.runner import LocalFleet, RunInterrupted, create_job, preload_env, run_job
+    from producer.verdict import parse_limit
+
+    settings = load_settings()
+    limit = parse_limit(max_failures)
+    check_destinations(output, errors_file)
+    destination = OpenAIExport(
+        output=str(output.resolve()),
+        errors=str(errors_file.resolve()) if errors_file is not None else None,
+    )
+    config = run_config(settings, options).model_copy(
+        update={"input_format": "openai", "openai_export": destination}
+    )
+    check_run_models(config)
+    enqueued = create_job(
+        settings,
+        input_path=input_file,
+        config=config,
+        queue=options.queue,
+        skip_invalid=options.skip_invalid,
+    )
+    spawn = local_workers if local_workers is not None else settings.broker_url is None
+    try:
+        with (
+            _stored_run_named(enqueued.run_id),
+            LocalFleet(
+                settings,
+                workers=max(1, min(workers, enqueued.slices)),
+                spawn_workers=spawn,
+                queue=options.queue,
+                console=console,
+                preload=preload_env(config),
+            ) as fleet,
+        ):
+            outcome = run_job(fleet, enqueued=enqueued, output_dir=None)
+    except RunInterrupted as stop:
+        _interrupted(settings, stop, workers=workers, output=None)
+    _report(settings, outcome, limit)

@@ -2,7 +2,8 @@
 
 The server is real HTTP (``http.server`` on an ephemeral loopback port); its answer
 depends on the prompt: ``RATE`` gets one 429 first, ``SLOW`` sleeps past the client's
-timeout, ``FAIL`` always gets 500, ``BAD`` gets 400.
+timeout, ``FAIL`` always gets 500, ``BAD`` gets 400, ``LONG`` is answered as cut at its
+length (``finish_reason: length``).
 """
 
 from __future__ import annotations
@@ -61,7 +62,11 @@ class Handler(BaseHTTPRequestHandler):
         if "RATE" in prompt and calls == 1:
             return self._send(429, {"error": "slow down"})
         text = f"echo:{prompt}"
-        choice = {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+        choice: dict[str, Any] = (
+            {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+        )
+        if "LONG" in prompt:
+            choice["finish_reason"] = "length"
         usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": 2}
         return self._send(200, {"choices": [choice], "usage": usage})
 
@@ -171,3 +176,26 @@ def test_settings_needed_and_key_secret(monkeypatch: pytest.MonkeyPatch) -> None
     assert "sk-secret" not in repr(settings)
     engine = OpenAIEngine.from_settings("m", settings)
     assert engine.client.headers["Authorization"] == "Bearer sk-secret"
+
+
+def test_each_request_carries_its_own_settings(server: FakeServer) -> None:
+    engine = engine_for(server)
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    own = GenerationParams(
+        max_new_tokens=9, temperature=0.5, top_p=0.8, seed=11, stop=("END", "\n"),
+        output_schema=schema,
+    )  # fmt: skip
+    (completion,) = engine.generate(["LONG answer"], own)
+    (plain,) = engine.generate(["short"], GenerationParams(max_new_tokens=3))
+    first, second = server.bodies
+    assert {key: first[key] for key in ("max_tokens", "temperature", "top_p", "seed", "stop")} == {
+        "max_tokens": 9, "temperature": 0.5, "top_p": 0.8, "seed": 11, "stop": ["END", "\n"],
+    }  # fmt: skip
+    assert first["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": schema},
+    }
+    assert completion.finish_reason == "length"
+    assert second["max_tokens"] == 3
+    assert not {"seed", "stop", "response_format"} & set(second)
+    assert plain.finish_reason is None

@@ -197,6 +197,18 @@ def test_bad_lines_are_refused_on_their_line_or_land_in_the_error_file(tmp_path:
     assert all(reject["response"] is None for reject in rejects)
     assert "duplicate custom_id 'dup'" in rejects[1]["error"]["message"]
 
+    # The same output from `fleet export`: every line in one file without --errors.
+    again = tmp_path / "again.jsonl"
+    fleet("export", "latest", "--format", "openai", "-o", str(again), env=env, cwd=tmp_path)
+    assert [line["custom_id"] for line in read(again)] == [
+        "dup", "line-2", "line-3", "emb", "n2", "empty", "fine",
+    ]  # fmt: skip
+    streamed = fleet("export", "latest", "--format", "openai", "-o", "-", env=env, cwd=tmp_path)
+    assert streamed.splitlines() == again.read_text().splitlines()
+    misused = run_fleet("export", "latest", "--errors", str(errors), env=env, cwd=tmp_path)
+    assert misused.returncode == 2
+    assert "--errors is for --format openai" in misused.stderr
+
 
 ITEMS = 24
 

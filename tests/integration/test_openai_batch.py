@@ -17,10 +17,16 @@ from typing import Any
 import pytest
 from openai.types import Completion
 from openai.types.chat import ChatCompletion
-from sqlmodel import Session, select
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
 
 from common.db import make_engine
-from common.models import Item, Result
+from common.models import Item, Result, Slice
+from common.results import ResultRow
+from common.runconfig import RunConfig
+from common.store import save_results
+from producer.enqueue import create_run
+from producer.openai_export import write_openai
 from tests.integration.conftest import WorkerStarter
 from tests.integration.helpers import fleet, fleet_env, run_fleet
 from tests.integration.test_interrupt_resume import heed_sigint, results_stored
@@ -315,3 +321,44 @@ def test_fleet_batch_uses_the_fleet_behind_the_broker_url(
     assert [body.choices[0].message.content for body in contents] == [
         "assistant:" for _ in range(5)
     ]
+
+
+def test_requests_and_their_settings_are_stored_alike_on_sqlite_and_postgresql(
+    tmp_path: Path, db: Engine
+) -> None:
+    lines = [
+        request("a", CHAT, "first", max_tokens=3, stop=["\n"], seed=2),
+        request("b", COMPLETIONS, "second"),
+        request("b", COMPLETIONS, "a duplicate"),
+    ]
+    source = write(tmp_path / "in.jsonl", lines)
+    config = RunConfig(engine="echo", models=["echo"])
+    enqueued = create_run(db, input_path=source, config=config, queue="q", skip_invalid=True)
+    with Session(db) as session:
+        items = session.exec(
+            select(Item).where(Item.run_id == enqueued.run_id).order_by(col(Item.seq))
+        ).all()
+        slice_id = session.exec(select(Slice.id).where(Slice.run_id == enqueued.run_id)).first()
+        save_results(
+            session,
+            rows=[
+                ResultRow(
+                    run_id=enqueued.run_id, item_id=items[0].id or 0, lane_index=0,
+                    slice_id=slice_id, ok=True, answer="x", tokens_out=1, finish_reason="stop",
+                ),
+            ],
+        )  # fmt: skip
+        stored_items = [(item.custom_id, item.params) for item in items]
+        session.commit()
+    assert stored_items == [
+        ("a", {"max_new_tokens": 3, "seed": 2, "stop": ["\n"]}),
+        ("b", None),
+        ("line-3", None),
+    ]
+    out, errors = tmp_path / "out.jsonl", tmp_path / "errors.jsonl"
+    write_openai(db, run_ref=enqueued.run_id, output=out, errors=errors)
+    (answer,) = read(out)
+    assert ChatCompletion.model_validate(answer["response"]["body"]).choices[0].finish_reason == (
+        "stop"
+    )
+    assert [line["custom_id"] for line in read(errors)] == ["b", "line-3"]

@@ -55,9 +55,10 @@ def batch(
     failed than --max-failures allows; 130 on Ctrl-C, saying how to resume.
     """
     from common.runconfig import OpenAIExport
+    from producer.jobs import StoredJob, run_stored
     from producer.model_check import check_run_models
     from producer.openai_export import check_destinations
-    from producer.runner import LocalFleet, RunInterrupted, create_job, preload_env, run_job
+    from producer.runner import RunInterrupted, create_job
     from producer.verdict import parse_limit
 
     settings = load_settings()
@@ -78,20 +79,17 @@ def batch(
         queue=options.queue,
         skip_invalid=options.skip_invalid,
     )
-    spawn = local_workers if local_workers is not None else settings.broker_url is None
+    job = StoredJob(enqueued, config, options.queue)
     try:
-        with (
-            _stored_run_named(enqueued.run_id),
-            LocalFleet(
+        with _stored_run_named(job.run_id):
+            outcome = run_stored(
                 settings,
-                workers=max(1, min(workers, enqueued.slices)),
-                spawn_workers=spawn,
-                queue=options.queue,
+                job,
+                workers=workers,
+                local_workers=local_workers,
+                output=None,
                 console=console,
-                preload=preload_env(config),
-            ) as fleet,
-        ):
-            outcome = run_job(fleet, enqueued=enqueued, output_dir=None)
+            )
     except RunInterrupted as stop:
         _interrupted(settings, stop, workers=workers, output=None)
     _report(settings, outcome, limit)

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from common.errors import ConfigError
 from producer.cli.app import app, console, load_settings
 from producer.cli.jobs import MaxFailures, Workers, _interrupted, _report, _stored_run_named
 from producer.cli.options import JobOptions, job_command, run_config
@@ -63,6 +64,9 @@ def batch(
 
     settings = load_settings()
     limit = parse_limit(max_failures)
+    for path in (output, errors_file):
+        if path is not None and path.resolve() == input_file.resolve():
+            raise ConfigError(f"{path} is the input file: give another place for the output")
     check_destinations(output, errors_file)
     destination = OpenAIExport(
         output=str(output.resolve()),

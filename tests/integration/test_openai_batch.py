@@ -194,6 +194,9 @@ def test_bad_lines_are_refused_on_their_line_or_land_in_the_error_file(tmp_path:
         assert f"in.jsonl:{line_no}: field '{field}'" in said
     assert "in.jsonl:6: field 'body.messages'" in said
     assert not out.exists()
+    over_input = run_fleet(*args[:3], "-o", str(source), env=env, cwd=tmp_path)
+    assert over_input.returncode == 2
+    assert "is the input file" in " ".join(over_input.stderr.split())
 
     fleet(*args, "--skip-invalid", env=env, cwd=tmp_path)
     assert [answer["custom_id"] for answer in read(out)] == ["dup", "fine"]

@@ -4,7 +4,8 @@ A line is ``{"custom_id", "method": "POST", "url", "body"}`` (OpenAI's Batch API
 ``vllm run-batch``'s input). ``url`` is ``/v1/chat/completions`` (``body.messages``) or
 ``/v1/completions`` (``body.prompt``). The request's own settings (``max_tokens`` or
 ``max_completion_tokens``, ``temperature``, ``top_p``, ``seed``, ``stop``,
-``response_format``) become the item's ``params`` (``common.request_settings``); a
+``response_format``, read by ``producer.openai_settings``) become the item's ``params``
+(``common.request_settings``); a
 setting the request leaves out is the run's. Whatever the fleet cannot honour is
 refused on its line, naming the field (``body.n``, ``body.logit_bias``...), never
 silently ignored: settings that change nothing at their neutral value (``n: 1``,
@@ -26,27 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError
-from common.request_settings import RequestSettings
 from common.runconfig import RunConfig
 from producer.inputs import InputRecord, RecordReader, bounded_lines
-from producer.output_schema import check_schema
+from producer.openai_settings import SETTINGS, BodyError, body_settings
 
 #: The endpoints a request may name, and the body field holding its input.
 ENDPOINTS = {"/v1/chat/completions": "messages", "/v1/completions": "prompt"}
 
 #: Fields of a request line.
 LINE_FIELDS = ("custom_id", "method", "url", "body")
-
-#: Body fields read as generation settings (besides the input and ``model``).
-SETTINGS = (
-    "max_tokens",
-    "max_completion_tokens",
-    "temperature",
-    "top_p",
-    "seed",
-    "stop",
-    "response_format",
-)
 
 #: Body fields accepted at their neutral value only (or null): anything else would ask
 #: for what the fleet does not do.
@@ -65,9 +54,6 @@ IGNORED = ("user", "metadata", "store", "service_tier", "stream_options")
 
 #: Chat roles understood; ``developer`` is OpenAI's newer name for ``system``.
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-
-#: Most stop texts a request may give (OpenAI's limit).
-MAX_STOPS = 4
 
 #: How ``--input-format`` names this format.
 OPENAI = "openai"
@@ -140,7 +126,7 @@ class OpenAIBatchReader(RecordReader):
             payload=payload,
             prompt=prompt,
             reference=None,
-            params=self._settings(line_no, body, chat=field == "messages").stored(),
+            params=self._settings(line_no, body, chat=field == "messages"),
         )
 
     def _custom_id(self, line_no: int, record: dict[str, Any]) -> str:
@@ -243,6 +229,13 @@ class OpenAIBatchReader(RecordReader):
             )
         return prompt
 
+    def _settings(self, line_no: int, body: dict[str, Any], *, chat: bool) -> dict[str, Any] | None:
+        """The request's own generation settings, as ``Item.params`` stores them."""
+        try:
+            return body_settings(body, chat=chat).stored()
+        except BodyError as error:
+            raise self._fail(line_no, error.message, error.field) from None
+
     def _model(self, line_no: int, model: Any) -> str:
         """``body.model`` if it names one of the run's models (see the module's docstring)."""
         if isinstance(model, str) and any(model in _names(served) for served in self.models):
@@ -252,102 +245,6 @@ class OpenAIBatchReader(RecordReader):
             f"{model!r} is not a model of this run (--model: {', '.join(self.models)})",
             "body.model",
         )
-
-    def _settings(self, line_no: int, body: dict[str, Any], *, chat: bool) -> RequestSettings:
-        """The request's own generation settings, each checked on its own."""
-        try:
-            return RequestSettings(
-                max_new_tokens=self._max_tokens(line_no, body, chat=chat),
-                temperature=self._number(line_no, body, "temperature", 0.0, 2.0),
-                top_p=self._number(line_no, body, "top_p", 0.0, 1.0, low_open=True),
-                seed=self._integer(line_no, body, "seed"),
-                stop=self._stop(line_no, body),
-                output_schema=self._schema(line_no, body),
-            )
-        except ValueError as error:  # a pydantic check the ones above do not make
-            raise self._fail(line_no, f"bad settings: {error}", "body") from None
-
-    def _max_tokens(self, line_no: int, body: dict[str, Any], *, chat: bool) -> int | None:
-        given = self._integer(line_no, body, "max_tokens", low=1)
-        newer = self._integer(line_no, body, "max_completion_tokens", low=1) if chat else None
-        if not chat and "max_completion_tokens" in body:
-            raise self._fail(
-                line_no, "is for chat requests; use max_tokens", "body.max_completion_tokens"
-            )
-        if given is not None and newer is not None and given != newer:
-            raise self._fail(
-                line_no, f"{newer} contradicts max_tokens {given}", "body.max_completion_tokens"
-            )
-        return newer if newer is not None else given
-
-    def _integer(
-        self, line_no: int, body: dict[str, Any], name: str, low: int | None = None
-    ) -> int | None:
-        value = body.get(name)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self._fail(line_no, f"must be an integer, got {value!r}", f"body.{name}")
-        if low is not None and value < low:
-            raise self._fail(line_no, f"must be at least {low}, got {value}", f"body.{name}")
-        return value
-
-    def _number(
-        self,
-        line_no: int,
-        body: dict[str, Any],
-        name: str,
-        low: float,
-        high: float,
-        *,
-        low_open: bool = False,
-    ) -> float | None:
-        value = body.get(name)
-        if value is None:
-            return None
-        valid = not isinstance(value, bool) and isinstance(value, (int, float))
-        if not valid or value > high or value < low or (low_open and value == low):
-            bounds = f"above {low:g} up to {high:g}" if low_open else f"from {low:g} to {high:g}"
-            raise self._fail(line_no, f"must be a number {bounds}, got {value!r}", f"body.{name}")
-        return float(value)
-
-    def _stop(self, line_no: int, body: dict[str, Any]) -> tuple[str, ...] | None:
-        value = body.get("stop")
-        if value is None:
-            return None
-        stops = [value] if isinstance(value, str) else value
-        if (
-            not isinstance(stops, list)
-            or not 0 < len(stops) <= MAX_STOPS
-            or not all(isinstance(stop, str) and stop for stop in stops)
-        ):
-            raise self._fail(
-                line_no, f"must be a non-empty string or a list of 1 to {MAX_STOPS}", "body.stop"
-            )
-        return tuple(stops)
-
-    def _schema(self, line_no: int, body: dict[str, Any]) -> dict[str, Any] | None:
-        """The JSON Schema ``response_format`` asks for: its ``json_schema.schema``, any
-        object for ``json_object``, none for ``text``."""
-        value = body.get("response_format")
-        if value is None:
-            return None
-        kind = value.get("type") if isinstance(value, dict) else None
-        if kind == "text":
-            return None
-        if kind == "json_object":
-            return {"type": "object"}
-        if kind != "json_schema":
-            raise self._fail(
-                line_no, "type must be text, json_object or json_schema", "body.response_format"
-            )
-        spec = value.get("json_schema")
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        try:
-            return check_schema(schema)
-        except ValueError as error:
-            where = "body.response_format.json_schema.schema"
-            raise self._fail(line_no, str(error), where) from None
 
 
 def _names(model: str) -> tuple[str, ...]:

@@ -4,13 +4,12 @@ A line is ``{"custom_id", "method": "POST", "url", "body"}`` (OpenAI's Batch API
 ``vllm run-batch``'s input). ``url`` is ``/v1/chat/completions`` (``body.messages``) or
 ``/v1/completions`` (``body.prompt``). The request's own settings (``max_tokens`` or
 ``max_completion_tokens``, ``temperature``, ``top_p``, ``seed``, ``stop``,
-``response_format``, read by ``producer.openai_settings``) become the item's ``params``
-(``common.request_settings``); a
-setting the request leaves out is the run's. Whatever the fleet cannot honour is
-refused on its line, naming the field (``body.n``, ``body.logit_bias``...), never
-silently ignored: settings that change nothing at their neutral value (``n: 1``,
-``presence_penalty: 0``...) and fields that do not touch the answer (``user``,
-``metadata``...) are accepted.
+``response_format``, read by ``producer.openai_settings``) become the item's
+``params`` (``common.request_settings``); a setting the request leaves out is the
+run's. Whatever the fleet cannot honour is refused on its line, naming the field
+(``body.n``, ``body.logit_bias``...), never silently ignored: settings that change
+nothing at their neutral value (``n: 1``, ``presence_penalty: 0``...) and fields that
+do not touch the answer (``user``, ``metadata``...) are accepted.
 
 ``body.model``, when given, must name one of the run's models (as given to
 ``--model``, as resolved, or a local checkpoint by its folder name): a request for a

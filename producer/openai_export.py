@@ -22,6 +22,7 @@ import os
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -190,7 +191,7 @@ def _completion_body(
     return {
         "id": f"{'chatcmpl' if chat else 'cmpl'}-{name}",
         "object": "chat.completion" if chat else "text_completion",
-        "created": int(result.created_at.timestamp()),
+        "created": _unix_time(result.created_at),
         "model": item.payload.get("model") or lane.model,
         "choices": [choice],
         "usage": {
@@ -208,3 +209,8 @@ def _finish_reason(item: Item, result: Result, config: RunConfig) -> str:
     own = RequestSettings.of(item.params)
     limit = (own.max_new_tokens if own else None) or config.generation.max_new_tokens
     return "length" if result.tokens_out >= limit else "stop"
+
+
+def _unix_time(moment: datetime) -> int:
+    """Seconds since the epoch; a time read back without its zone (SQLite) is UTC."""
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())

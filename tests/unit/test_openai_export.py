@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,7 @@ def test_answers_read_as_the_official_types_in_input_order(
     assert (chat.usage.prompt_tokens, chat.usage.completion_tokens) == (5, 2)
     assert chat.usage.total_tokens == 7
     assert chat.model == "echo"
+    assert abs(chat.created - time.time()) < 600  # stored now, read back as UTC
     text = Completion.model_validate(answers[1]["response"]["body"])
     assert text.choices[0].text == "a b"
     assert text.choices[0].finish_reason == "length"  # all of its own max_tokens=2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from common.models import Item
 from common.runconfig import Generation, RunConfig
+from worker.engines.base import GenerationParams
 from worker.engines.echo import EchoEngine
 from worker.engines.stops import cut_at_stop, first_stop
 from worker.settings_groups import prepare_groups, settings_groups
@@ -66,3 +67,14 @@ def test_stop_texts_end_the_answer_and_are_left_out() -> None:
     assert cut_at_stop(tokens, decode, ["?"]) is None
     assert cut_at_stop(tokens, decode, []) is None
     assert first_stop("abcabc", ["c", "b"]) == 1
+
+
+def test_the_echo_engine_ends_its_answer_before_a_stop_text() -> None:
+    engine = EchoEngine()
+    cut, short = engine.generate(
+        ["a b c d", "x y"], GenerationParams(max_new_tokens=3, stop=("c",))
+    )
+    assert (cut.text, cut.tokens_out, cut.finish_reason) == ("b ", 1, "stop")
+    assert (short.text, short.tokens_out, short.finish_reason) == ("x y", 2, "stop")
+    (full,) = engine.generate(["a b c d"], GenerationParams(max_new_tokens=2))
+    assert (full.text, full.finish_reason) == ("c d", "length")

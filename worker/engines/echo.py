@@ -1,6 +1,7 @@
 """The ``echo`` engine: no model. For tests and for measuring the fleet's own overhead.
 
-It answers with the last ``max_new_tokens`` words of the prompt. Its "model" string
+It answers with the last ``max_new_tokens`` words of the prompt, ended before a stop
+text. Its "model" string
 takes options, e.g. ``--model "delay=0.05,fail_marker=POISON"``:
 
 - ``delay``: seconds each batch takes (to stand in for a model's latency);
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from common.errors import ConfigError, FleetError
 from common.prompts import Chat, Message, Prompt, plain_chat
 from worker.engines.base import Completion, GenerationParams
+from worker.engines.stops import first_stop
 
 #: The options a spec may set.
 OPTIONS = ("delay", "fail_marker", "answer_from", "crash_marker", "oom_above")
@@ -121,18 +123,26 @@ class EchoEngine:
                     )
         if self.answer_from is not None:
             return [self._scripted(prompt) for prompt in prompts]
-        completions = []
-        for prompt in prompts:
-            words = prompt.split()
-            answer = words[-params.max_new_tokens :]
-            completions.append(Completion(" ".join(answer), len(words), len(answer)))
-        return completions
+        return [_echoed(prompt, params) for prompt in prompts]
 
     def _scripted(self, prompt: str) -> Completion:
         key = re.escape(self.answer_from or "")
         found = re.search(rf"(?:^|\s){key}=(\S*)", prompt)
         answer = found.group(1) if found else ""
         return Completion(answer, len(prompt.split()), 1 if answer else 0)
+
+
+def _echoed(prompt: str, params: GenerationParams) -> Completion:
+    """The prompt's last ``max_new_tokens`` words, ended before a stop text."""
+    words = prompt.split()
+    answer = words[-params.max_new_tokens :]
+    finish = "length" if len(answer) == params.max_new_tokens else "stop"
+    text = " ".join(answer)
+    cut = first_stop(text, params.stop)
+    if cut is not None:
+        text, finish = text[:cut], "stop"
+        answer = text.split()
+    return Completion(text, len(words), len(answer), finish)
 
 
 def _texts(prompts: Sequence[Prompt]) -> list[str]:

@@ -38,7 +38,6 @@ from worker.engines.hf import (
     _resolve_dtype,
     _sampling_options,
     eos_ids,
-    through_first_eos,
 )
 from worker.media import load_image, sample_frames
 
@@ -184,19 +183,13 @@ class HFVisionEngine(HFEngine):
         with torch.inference_mode():
             output = self.model.generate(**batch, **options)
         ends = eos_ids(self.model, self.tokenizer)
-        completions = []
-        for tokens, tokens_in in zip(
-            output[:, width:].tolist(), batch["attention_mask"].sum(dim=1).tolist(), strict=True
-        ):
-            tokens = through_first_eos(tokens, ends)
-            completions.append(
-                Completion(
-                    text=self.tokenizer.decode(tokens, skip_special_tokens=True),
-                    tokens_in=int(tokens_in),
-                    tokens_out=len(tokens),
-                )
+        # Each row through its end of sequence, before a stop text, as the text engine's.
+        return [
+            self._completion(tokens, int(tokens_in), ends, params.stop)
+            for tokens, tokens_in in zip(
+                output[:, width:].tolist(), batch["attention_mask"].sum(dim=1).tolist(), strict=True
             )
-        return completions
+        ]
 
 
 def _template_content(content: Any, media: list[Medium]) -> Any:

@@ -25,9 +25,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from common.constants import DEFAULT_MAX_IMAGE_PIXELS
 from common.errors import ConfigError
 from common.runconfig import RunConfig
 from producer.inputs import InputRecord, RecordReader, bounded_lines
+from producer.media import BadMedia
 from producer.openai_settings import SETTINGS, BodyError, body_settings
 
 #: The endpoints a request may name, and the body field holding its input.
@@ -95,12 +97,13 @@ class OpenAIBatchReader(RecordReader):
         template: str | None = None,
         reference_field: str | None = None,
         max_line_bytes: int,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         if template is not None:
             raise ConfigError(f"{path}: an OpenAI Batch file takes no --template")
         if reference_field is not None:
             raise ConfigError(f"{path}: an OpenAI Batch file has no --reference-field")
-        super().__init__(path, max_line_bytes=max_line_bytes)
+        super().__init__(path, max_line_bytes=max_line_bytes, max_image_pixels=max_image_pixels)
         self.models = models
 
     def _record(self, line_no: int, raw: bytes) -> InputRecord:
@@ -114,6 +117,7 @@ class OpenAIBatchReader(RecordReader):
         payload: dict[str, Any] = {"id": custom_id, "url": line["url"]}
         if field == "messages":
             payload["messages"] = self._chat(line_no, body)
+            payload = self._with_media(line_no, payload)
             prompt = self._messages(line_no, payload["messages"])
         else:
             payload["prompt"] = prompt = self._completion_prompt(line_no, body)
@@ -173,8 +177,8 @@ class OpenAIBatchReader(RecordReader):
             return
         raise self._fail(line_no, "not supported by this fleet", where)
 
-    def _chat(self, line_no: int, body: dict[str, Any]) -> list[dict[str, str]]:
-        """``body.messages`` as ``{role, content}`` texts (text parts joined)."""
+    def _chat(self, line_no: int, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """``body.messages`` as ``{role, content}`` (text parts joined, media parts kept)."""
         messages = body["messages"]
         if not isinstance(messages, list) or not messages:
             raise self._fail(line_no, "must be a non-empty list of messages", "body.messages")
@@ -183,7 +187,7 @@ class OpenAIBatchReader(RecordReader):
             for position, message in enumerate(messages)
         ]
 
-    def _message(self, line_no: int, message: Any, where: str) -> dict[str, str]:
+    def _message(self, line_no: int, message: Any, where: str) -> dict[str, Any]:
         if not isinstance(message, dict):
             raise self._fail(line_no, "must be an object with role and content", where)
         role = message.get("role")
@@ -193,24 +197,29 @@ class OpenAIBatchReader(RecordReader):
             )
         return {"role": ROLES[role], "content": self._content(line_no, message, where)}
 
-    def _content(self, line_no: int, message: dict[str, Any], where: str) -> str:
+    def _content(self, line_no: int, message: dict[str, Any], where: str) -> str | list[Any]:
+        """A string; text parts joined into one; parts with images kept as parts (their
+        media checked with the request's: ``_with_media``)."""
         content = message.get("content")
         if isinstance(content, str):
             return content
-        if isinstance(content, list):
-            texts = []
+        if not isinstance(content, list):
+            raise self._fail(line_no, "must be a string or a list of parts", where + ".content")
+        if all(isinstance(part, dict) and part.get("type") == "text" for part in content):
             for position, part in enumerate(content):
-                if not (isinstance(part, dict) and part.get("type") == "text"):
-                    raise self._fail(
-                        line_no, "only text parts are supported", f"{where}.content[{position}]"
-                    )
                 if not isinstance(part.get("text"), str):
                     raise self._fail(
                         line_no, "must be a string", f"{where}.content[{position}].text"
                     )
-                texts.append(part["text"])
-            return "".join(texts)
-        raise self._fail(line_no, "must be a string or a list of text parts", where + ".content")
+            return "".join(part["text"] for part in content)
+        return content
+
+    def _with_media(self, line_no: int, payload: dict[str, Any]) -> dict[str, Any]:
+        """The request with its images (``image_url`` parts) checked, paths made absolute."""
+        try:
+            return self.media.resolve(payload)
+        except BadMedia as bad:
+            raise self._fail(line_no, bad.message, f"body.{bad.field}") from None
 
     def _completion_prompt(self, line_no: int, body: dict[str, Any]) -> str:
         prompt = body["prompt"]

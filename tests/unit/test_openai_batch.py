@@ -107,7 +107,7 @@ def test_settings_apply_over_the_run_and_key_equal_settings_alike() -> None:
 NO_ID = {"method": "POST", "url": CHAT, "body": {"messages": [{"role": "user", "content": "x"}]}}
 NO_INPUT = {"custom_id": "nm", "method": "POST", "url": CHAT, "body": {"max_tokens": 3}}
 BAD_SCHEMA = {"type": "json_schema", "json_schema": {"schema": {"type": 3}}}
-IMAGE = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]
+IMAGE = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "gone.png"}}]}]
 
 BAD_LINES: list[tuple[Any, str, str]] = [
     (NO_ID, "custom_id", "missing"),
@@ -124,7 +124,7 @@ BAD_LINES: list[tuple[Any, str, str]] = [
     (request("mt", max_tokens=0), "body.max_tokens", "at least 1"),
     (request("rf", response_format=BAD_SCHEMA), "body.response_format.json_schema.schema",
      "not a valid JSON Schema"),
-    (request("im", messages=IMAGE), "body.messages[0].content[0]", "only text parts"),
+    (request("im", messages=IMAGE), "body.messages[0].content[0].image_url.url", "no such file"),
     (request(7), "custom_id", "must be a non-empty string"),
 ]  # fmt: skip
 
@@ -225,3 +225,21 @@ def test_a_local_checkpoint_is_named_by_its_folder(tmp_path: Path) -> None:
     assert first.payload["model"] == "demo"
     assert second.payload["model"] == "/m/demo"
     assert third.error.field == "body.model"
+
+
+def test_image_parts_are_checked_and_kept_as_parts(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (4, 4), "red").save(tmp_path / "red.png")
+    content = [
+        {"type": "text", "text": "What colour?"},
+        {"type": "image_url", "image_url": {"url": "red.png"}},
+    ]
+    path = write(
+        tmp_path / "in.jsonl", [request("v1", messages=[{"role": "user", "content": content}])]
+    )
+    (record,) = read(path)
+    (message,) = record.payload["messages"]
+    assert message["content"][0] == {"type": "text", "text": "What colour?"}
+    assert message["content"][1]["image_url"]["url"] == (tmp_path / "red.png").as_uri()
+    assert record.prompt == "user: What colour?<image>"  # the text kept for display

@@ -30,6 +30,7 @@ from producer.openai_export import write_openai
 from tests.integration.conftest import WorkerStarter
 from tests.integration.helpers import fleet, fleet_env, run_fleet
 from tests.integration.test_interrupt_resume import heed_sigint, results_stored
+from tests.media_files import write_png
 from tests.unit.test_openai_engine import FakeServer
 
 CHAT = "/v1/chat/completions"
@@ -365,3 +366,43 @@ def test_requests_and_their_settings_are_stored_alike_on_sqlite_and_postgresql(
         "stop"
     )
     assert [line["custom_id"] for line in read(errors)] == ["b", "line-3"]
+
+
+def test_image_requests_answer_as_a_plain_run_of_the_same_messages(
+    tmp_path: Path, demo_vision_model: Path
+) -> None:
+    env = fleet_env(tmp_path)
+    write_png(tmp_path / "red.png", colour=(200, 30, 30), side=16)
+    write_png(tmp_path / "blue.png", colour=(30, 30, 200), side=24)
+    conversations = {
+        f"v{n}": [{"role": "user", "content": [
+            {"type": "text", "text": "What colour is this?"},
+            {"type": "image_url", "image_url": {"url": name}},
+        ]}]
+        for n, name in enumerate(["red.png", "blue.png"])
+    }  # fmt: skip
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(
+        "".join(
+            json.dumps({"id": key, "messages": value}) + "\n"
+            for key, value in conversations.items()
+        )
+    )
+    fleet("run", str(plain), "--model", str(demo_vision_model), "--max-new-tokens", "5",
+          "--output", str(tmp_path / "plain"), env=env, cwd=tmp_path)  # fmt: skip
+    answers = {r["id"]: r["answer"] for r in read(tmp_path / "plain" / "results.jsonl")}
+    lines = [request(key, CHAT, "", messages=value) for key, value in conversations.items()]
+    lines.append(request("short", CHAT, "", messages=conversations["v0"], max_tokens=2))
+    source = write(tmp_path / "in.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    fleet("batch", "-i", str(source), "-o", str(out), "--model", str(demo_vision_model),
+          "--max-new-tokens", "5", env=env, cwd=tmp_path)  # fmt: skip
+    bodies = {
+        a["custom_id"]: ChatCompletion.model_validate(a["response"]["body"]) for a in read(out)
+    }
+    for key in conversations:
+        assert bodies[key].choices[0].message.content == answers[key]
+    short = bodies["short"]
+    assert short.usage is not None
+    assert short.usage.completion_tokens <= 2
+    assert answers["v0"].startswith(short.choices[0].message.content or "")

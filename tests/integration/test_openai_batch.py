@@ -31,7 +31,7 @@ from tests.integration.conftest import WorkerStarter
 from tests.integration.helpers import fleet, fleet_env, run_fleet
 from tests.integration.test_interrupt_resume import heed_sigint, results_stored
 from tests.media_files import write_png
-from tests.unit.test_openai_engine import FakeServer
+from tests.unit.worker.engines.test_openai import FakeServer
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"

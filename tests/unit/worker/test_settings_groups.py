@@ -1,13 +1,10 @@
-"""Items of a slice grouped by their own generation settings (``worker.settings_groups``),
-and stop texts cut out of an answer (``worker.engines.stops``)."""
+"""Items of a slice grouped by their own generation settings (``worker.settings_groups``)."""
 
 from __future__ import annotations
 
 from common.models import Item
 from common.runconfig import Generation, RunConfig
-from worker.engines.base import GenerationParams
 from worker.engines.echo import EchoEngine
-from worker.engines.stops import cut_at_stop, first_stop
 from worker.settings_groups import prepare_groups, settings_groups
 
 CONFIG = RunConfig(engine="echo", models=["echo"], generation=Generation(max_new_tokens=5))
@@ -52,29 +49,3 @@ def test_each_group_is_prepared_under_its_own_max_new_tokens() -> None:
     prepared = prepare_groups(engine, [(i.payload, i.prompt or "") for i in items], groups)
     assert prepared.runnable == [1]
     assert prepared.failed[0][0] == "too_long"
-
-
-def test_stop_texts_end_the_answer_and_are_left_out() -> None:
-    pieces = ["He", "llo", " wor", "ld", "!"]
-
-    def decode(tokens: list[int]) -> str:
-        return "".join(pieces[token] for token in tokens)
-
-    tokens = [0, 1, 2, 3, 4]
-    assert cut_at_stop(tokens, decode, ["wor"]) == ([0, 1, 2], "Hello ")
-    assert cut_at_stop(tokens, decode, ["ld", "llo"]) == ([0, 1], "He")
-    assert cut_at_stop(tokens, decode, ["rl"]) == ([0, 1, 2, 3], "Hello wo")
-    assert cut_at_stop(tokens, decode, ["?"]) is None
-    assert cut_at_stop(tokens, decode, []) is None
-    assert first_stop("abcabc", ["c", "b"]) == 1
-
-
-def test_the_echo_engine_ends_its_answer_before_a_stop_text() -> None:
-    engine = EchoEngine()
-    cut, short = engine.generate(
-        ["a b c d", "x y"], GenerationParams(max_new_tokens=3, stop=("c",))
-    )
-    assert (cut.text, cut.tokens_out, cut.finish_reason) == ("b ", 1, "stop")
-    assert (short.text, short.tokens_out, short.finish_reason) == ("x y", 2, "stop")
-    (full,) = engine.generate(["a b c d"], GenerationParams(max_new_tokens=2))
-    assert (full.text, full.finish_reason) == ("c d", "length")

@@ -42,7 +42,9 @@ def test_run_example_file_with_demo_model(tmp_path: Path, demo_model: Path) -> N
     inputs = [json.loads(line) for line in example.read_text().splitlines()]
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == [r["id"] for r in inputs]
-    assert all(r["success"] and r["answer"] is not None for r in records)
+    # The inputs carry a `success` of their own: it stays, the fleet's moves under `fleet`.
+    assert all(r["fleet"]["success"] and r["answer"] is not None for r in records)
+    assert [r["success"] for r in records] == [r["success"] for r in inputs]
     assert {r["query"] for r in records} == {r["query"] for r in inputs}  # fields pass through
     assert len({r["worker"] for r in records}) == 2  # both local workers took slices
 

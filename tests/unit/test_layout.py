@@ -37,3 +37,18 @@ def test_every_unit_test_is_named_after_a_module_of_its_package() -> None:
 def test_every_package_folder_of_the_unit_tests_is_a_package() -> None:
     folders = {test.parent for test in UNIT.rglob("test_*.py")} - {UNIT}
     assert all((ROOT / folder.relative_to(UNIT)).is_dir() for folder in folders)
+
+
+def test_the_readme_architecture_lists_every_module() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Architecture\n", 1)[1].split("\n## ", 1)[0]
+    modules = []
+    for package in ("common", "fleet", "producer", "worker"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path.name == "__main__.py":
+                continue
+            relative = path.parent.relative_to(ROOT) if path.name == "__init__.py" else None
+            name = f"{relative}/" if relative else str(path.relative_to(ROOT))
+            modules.append(name)
+    missing = [name for name in modules if f"`{name}`" not in section]
+    assert not missing, f"modules missing from the README's Architecture table: {missing}"

@@ -137,6 +137,10 @@ class Item(SQLModel, table=True):
     #: 1-based line of the source file, for error messages.
     line_no: int
     payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    #: The identity lane's text prompt (template, ``prompt``, or context and query). For a
+    #: chat record it is the messages' text, for ``--sort-by-length`` and display only:
+    #: the worker builds the model's prompt from the messages in ``payload``
+    #: (``common.prompts.build_prompt``).
     prompt: str | None = Field(default=None, sa_column=Column(Text))
     reference: str | None = Field(default=None, sa_column=Column(Text))
     #: The reference was a JSON object or array: ``reference`` holds its JSON text.

@@ -64,13 +64,11 @@ def store_job(settings: Settings, *, inputs: Inputs, options: JobOptions) -> Sto
     A bad record, a missing file or a model that cannot be found stops here, with
     nothing started and nothing stored (``producer.runner.create_job``).
     """
-    from producer.model_check import check_run_models
     from producer.runner import create_job
 
-    input_path, records, run_file = _read_inputs(inputs, options)
+    job = _checked_job(settings, inputs, options)
+    input_path, records, run_file, config = job.input_path, job.records, job.run_file, job.config
     options = run_file.options
-    config = run_config(settings, options, run_file.dataset_options)
-    check_run_models(config)
     enqueued = create_job(
         settings,
         input_path=input_path,
@@ -95,14 +93,12 @@ def enqueue_job(
     from common.db import make_engine
     from common.publish import publish_run
     from producer.enqueue import create_run
-    from producer.model_check import check_run_models
 
     if settings.broker_url is None:
         raise ConfigError("FLEET_BROKER_URL is not set (use `fleet run` for the embedded mode)")
-    input_path, records, run_file = _read_inputs(inputs, options)
+    job = _checked_job(settings, inputs, options)
+    input_path, records, run_file, config = job.input_path, job.records, job.run_file, job.config
     options = run_file.options
-    config = run_config(settings, options, run_file.dataset_options)
-    check_run_models(config)
     db = make_engine(settings.sqlalchemy_url)
     enqueued = create_run(
         db,
@@ -212,6 +208,24 @@ def cancel_job(settings: Settings, *, run_ref: str) -> str:
             f"run {run_id} is {status}: only a pending or running run can be cancelled"
         )
     return run_id
+
+
+@dataclass(frozen=True)
+class _CheckedJob:
+    input_path: Path | None
+    records: Iterable[Mapping[str, Any]] | None
+    run_file: RunFile
+    config: RunConfig
+
+
+def _checked_job(settings: Settings, inputs: Inputs, options: JobOptions) -> _CheckedJob:
+    """The job's inputs and config, its models checked (config and tokenizer, offline first)."""
+    from producer.model_check import check_run_models
+
+    input_path, records, run_file = _read_inputs(inputs, options)
+    config = run_config(settings, run_file.options, run_file.dataset_options)
+    check_run_models(config)
+    return _CheckedJob(input_path, records, run_file, config)
 
 
 def _read_inputs(

@@ -21,8 +21,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
-errors = Console(stderr=True)
+# No wrapping of printed lines: a path or a command must stay whole, to copy and to grep.
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 __all__ = ["app", "console", "errors", "load_settings", "main"]
 

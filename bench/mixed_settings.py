@@ -18,7 +18,6 @@ assertions.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 
 from bench.batching import EXAMPLE, prompts_of, run_rounds
+from bench.fleetbench import write_results
 from common.models import Item
 from common.runconfig import Batching, Generation, RunConfig
 from producer.demo_model import build_demo_model
@@ -113,20 +113,15 @@ def main() -> None:
         / figures["one_by_one"]["tokens_per_s"],
     }
     print("  ".join(f"{name}={value:.2f}" for name, value in ratios.items()))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
-        json.dumps(
-            {
-                "config": vars(args) | {"output": str(args.output), "max_tokens_cycle": cycle},
-                "figures": figures,
-                "ratios": ratios,
-                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            },
-            indent=2,
-        )
-        + "\n"
+    write_results(
+        args.output,
+        {
+            "config": vars(args) | {"output": str(args.output), "max_tokens_cycle": cycle},
+            "figures": figures,
+            "ratios": ratios,
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
     )
-    print(f"written to {args.output}")
 
 
 def _figures(items: int, batches: int, rounds: list[tuple[float, int]]) -> dict[str, Any]:

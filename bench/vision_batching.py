@@ -21,7 +21,6 @@ assertions. Each strategy decodes its items' images in its own calls, as a worke
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import tempfile
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 import torch
 
 from bench.batching import figures_of, padding_share, run_rounds
+from bench.fleetbench import write_results
 from common.runconfig import Batching, Generation, RunConfig
 from producer.demo_vision import build_demo_vision_model
 from worker.batching import plan_batches
@@ -144,20 +144,16 @@ def main() -> None:
         f"padding share: fixed {figures['fixed']['padding_share']:.0%}, "
         f"budget {figures['budget']['padding_share']:.0%}"
     )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
-        json.dumps(
-            {
-                "config": vars(args) | {"output": str(args.output)},
-                "images_per_item": counts,
-                "prompt_tokens": lengths,
-                **figures,
-                "ratios": ratios,
-            },
-            indent=2,
-        )
+    write_results(
+        args.output,
+        {
+            "config": vars(args) | {"output": str(args.output)},
+            "images_per_item": counts,
+            "prompt_tokens": lengths,
+            **figures,
+            "ratios": ratios,
+        },
     )
-    print(f"written to {args.output}")
 
 
 if __name__ == "__main__":

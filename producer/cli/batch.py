@@ -15,8 +15,8 @@ from typing import Annotated
 import typer
 
 from common.errors import ConfigError
-from producer.cli.app import app, console, load_settings
-from producer.cli.jobs import MaxFailures, Workers, _interrupted, _report, _stored_run_named
+from producer.cli.app import app, load_settings
+from producer.cli.jobs import MaxFailures, Workers, run_to_end
 from producer.cli.options import JobOptions, job_command, run_config
 
 
@@ -56,10 +56,10 @@ def batch(
     failed than --max-failures allows; 130 on Ctrl-C, saying how to resume.
     """
     from common.runconfig import OpenAIExport
-    from producer.jobs import StoredJob, run_stored
+    from producer.jobs import StoredJob
     from producer.model_check import check_run_models
     from producer.openai_export import check_destinations
-    from producer.runner import RunInterrupted, create_job
+    from producer.runner import create_job
     from producer.verdict import parse_limit
 
     settings = load_settings()
@@ -84,16 +84,6 @@ def batch(
         skip_invalid=options.skip_invalid,
     )
     job = StoredJob(enqueued, config, options.queue)
-    try:
-        with _stored_run_named(job.run_id):
-            outcome = run_stored(
-                settings,
-                job,
-                workers=workers,
-                local_workers=local_workers,
-                output=None,
-                console=console,
-            )
-    except RunInterrupted as stop:
-        _interrupted(settings, stop, workers=workers, output=None)
-    _report(settings, outcome, limit)
+    run_to_end(
+        settings, job, workers=workers, local_workers=local_workers, output=None, limit=limit
+    )

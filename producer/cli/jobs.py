@@ -17,6 +17,7 @@ from producer.cli.options import JobOptions, job_command
 
 if TYPE_CHECKING:
     from common.stats import Figures
+    from producer.jobs import StoredJob
     from producer.runner import RunInterrupted, RunOutcome
     from producer.verdict import FailureLimit
 
@@ -91,8 +92,7 @@ def run(
     Exits 1 when the run did not complete, when every result failed, or when more
     failed than --max-failures allows; 130 on Ctrl-C, saying how to resume.
     """
-    from producer.jobs import run_stored, store_job
-    from producer.runner import RunInterrupted
+    from producer.jobs import store_job
     from producer.verdict import parse_limit
 
     settings = load_settings()
@@ -100,6 +100,27 @@ def run(
     job = store_job(settings, inputs=input_path, options=options)
     if job.file_workers is not None and workers == 1:  # 1 is the default: the file's stands
         workers = job.file_workers
+    run_to_end(
+        settings, job, workers=workers, local_workers=local_workers, output=output, limit=limit
+    )
+
+
+def run_to_end(
+    settings: Settings,
+    job: StoredJob,
+    *,
+    workers: int,
+    local_workers: bool | None,
+    output: Path | None,
+    limit: FailureLimit | None,
+) -> None:
+    """Run a stored job to its end and report it: ``fleet run`` and ``fleet batch``.
+
+    Exits 1 when the run failed (``_report``), 130 on Ctrl-C saying how to resume.
+    """
+    from producer.jobs import run_stored
+    from producer.runner import RunInterrupted
+
     try:
         with _stored_run_named(job.run_id):
             outcome = run_stored(

@@ -93,13 +93,11 @@ class HFEngine:
         The loaded engine is checked (:meth:`check_fast_path`) before it is returned.
         """
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        torch_dtype = _resolve_dtype(dtype, dev)
+        torch_dtype = resolve_dtype(dtype, dev)
         sharded = device is None and dev.type == "cuda" and torch.cuda.device_count() > 1
-        tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
-        # Left padding: all rows of a batch then end where generation begins.
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = left_padded(
+            AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+        )
         # Any: the auto class returns whichever architecture the checkpoint names.
         extra: dict[str, Any] = {}
         if attn_implementation:
@@ -225,7 +223,7 @@ class HFEngine:
                     prefill_tokens=prefill_tokens,
                 )
             )
-        options.update(_sampling_options(prompts, params, self.device))
+        options.update(sampling_options(prompts, params, self.device))
         if params.stop:
             options.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
         with torch.inference_mode():
@@ -256,7 +254,7 @@ class HFEngine:
         return Completion(text, tokens_in, len(tokens), finish)
 
 
-def _sampling_options(
+def sampling_options(
     prompts: Sequence[str], params: GenerationParams, device: torch.device
 ) -> dict[str, Any]:
     """``generate`` arguments for greedy, row-seeded or plain sampling."""
@@ -283,7 +281,16 @@ def _warn_once(message: str) -> None:
         log.warning("%s", message)
 
 
-def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+def left_padded(tokenizer: Any) -> Any:
+    """``tokenizer`` set to pad on the left: all rows of a batch then end where
+    generation begins. A tokenizer without a pad token pads with its end token."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """The torch dtype for a ``--dtype`` name on ``device``."""
     if dtype == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():

@@ -35,9 +35,10 @@ from worker.engines.hf import (
     PROBE,
     PROBE_PROMPTS,
     HFEngine,
-    _resolve_dtype,
-    _sampling_options,
     eos_ids,
+    left_padded,
+    resolve_dtype,
+    sampling_options,
 )
 from worker.media import load_image, sample_frames
 
@@ -96,16 +97,12 @@ class HFVisionEngine(HFEngine):
             )
         except (ValueError, ImportError, KeyError):  # no PIL processor for this architecture
             processor = AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
-        tokenizer = processor.tokenizer
-        # Left padding: all rows of a batch then end where generation begins.
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        left_padded(processor.tokenizer)  # the processor pads with its tokenizer
         extra: dict[str, Any] = {}
         if attn_implementation:
             extra["attn_implementation"] = attn_implementation
         vlm: Any = AutoModelForImageTextToText.from_pretrained(
-            model, dtype=_resolve_dtype(dtype, dev), trust_remote_code=trust_remote_code, **extra
+            model, dtype=resolve_dtype(dtype, dev), trust_remote_code=trust_remote_code, **extra
         )
         vlm.to(dev)
         vlm.eval()
@@ -178,7 +175,7 @@ class HFVisionEngine(HFEngine):
         options: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
-            **_sampling_options(texts, params, self.device),
+            **sampling_options(texts, params, self.device),
         }
         with torch.inference_mode():
             output = self.model.generate(**batch, **options)

@@ -219,7 +219,7 @@ def process_settings() -> Settings:
     configuration, each of its signal handlers) and pass them down; below the
     entry points, functions take ``settings`` as an argument.
     """
-    return Settings()
+    return load_settings()
 
 
 def load_settings() -> Settings:

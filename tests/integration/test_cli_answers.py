@@ -5,7 +5,6 @@ record's own id, a pipeline stage naming its source run, ``fleet workers list`` 
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -46,14 +45,14 @@ def test_template_escapes_rejected_ids_and_a_stage_naming_its_source(tmp_path: P
 
 def test_workers_list_answers_during_a_fleet_run(tmp_path: Path) -> None:
     inputs = tmp_path / "in.jsonl"
-    # Work for far longer than the test looks (400 items of 0.25 s on one worker): the
-    # run must still be going when a loaded machine's `workers list` first answers.
-    inputs.write_text("".join(json.dumps({"id": n, "prompt": f"p {n}"}) + "\n" for n in range(400)))
+    # Work for longer than a loaded machine's `workers list` takes to answer (200 items
+    # of 0.1 s on one worker): the run must still be going when it looks.
+    inputs.write_text("".join(json.dumps({"id": n, "prompt": f"p {n}"}) + "\n" for n in range(200)))
     env = fleet_env(tmp_path)
     assert "no `fleet run` is going" in run_fleet("workers", "list", env=env, cwd=tmp_path).stderr
     running = subprocess.Popen(
         [sys.executable, "-m", "producer", "run", str(inputs), "--engine", "echo", "--model",
-         "delay=0.25", "--slice-size", "2", "--batch-size", "1", "--workers", "1"],
+         "delay=0.1", "--slice-size", "2", "--batch-size", "1", "--workers", "1"],
         env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -67,6 +66,5 @@ def test_workers_list_answers_during_a_fleet_run(tmp_path: Path) -> None:
         assert found, f"no answer while the run was going (its exit status: {running.poll()})"
         assert list(found) == ["local0@" + next(iter(found)).split("@", 1)[1]], found
     finally:
-        running.send_signal(signal.SIGINT)  # the run has done its part: stop it
         running.wait(timeout=120)
-    assert running.returncode == 130
+    assert running.returncode == 0

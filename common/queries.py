@@ -174,8 +174,12 @@ def stored_stats(session: Session, *, run_id: str) -> list[Stat]:
     return [(row.scope, row.metric, row.value) for row in rows]
 
 
-def open_items(session: Session, *, slice_row: Slice) -> list[Item]:
+def open_items(session: Session, *, slice_row: Slice, first_claim: bool = False) -> list[Item]:
     """The slice's items that have no result in its lane yet, in input order.
+
+    ``first_claim``: the slice was just claimed for the first time, so it holds no
+    results yet (results are written only under a claim; a rejected record's result
+    names the slice, but its item is not one to run): the look for them is skipped.
 
     Two index lookups, each bounded by the slice's own rows whatever the size of
     its run: the slice's range of items (``uq`` on (run, seq), or
@@ -192,7 +196,11 @@ def open_items(session: Session, *, slice_row: Slice) -> list[Item]:
             col(Item.reject_reason).is_(None),
         )
     ).all()
-    answered = set(session.exec(select(Result.item_id).where(Result.slice_id == slice_row.id)))
+    answered = (
+        set()
+        if first_claim
+        else set(session.exec(select(Result.item_id).where(Result.slice_id == slice_row.id)))
+    )
     return sorted((item for item in items if item.id not in answered), key=lambda item: item.seq)
 
 

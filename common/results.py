@@ -7,6 +7,7 @@ to ``common.store.save_results``; every failure is one of the ``ErrorKind`` valu
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
@@ -75,4 +76,9 @@ class ResultRow:
 
     def columns(self) -> dict[str, Any]:
         """Column name -> value, as the store's insert takes them."""
-        return {field.name: getattr(self, field.name) for field in fields(self)}
+        return {name: getattr(self, name) for name in _column_names()}
+
+
+@functools.cache
+def _column_names() -> tuple[str, ...]:
+    return tuple(field.name for field in fields(ResultRow))

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Text, bindparam, cast, delete, exists, func, insert, update
+from sqlalchemy import JSON, Text, bindparam, cast, column, delete, exists, func, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session, SQLModel, col, select
 
 from common.errors import ForeignWorkOrder
@@ -177,6 +177,8 @@ def finish_slice(session: Session, *, run_id: str, slice_id: int) -> bool:
     once (the reconciler handed out a slice whose worker was only slow), the
     second waits for the first's row lock, then finds it done and adds nothing.
     """
+    if session.get_bind().dialect.name == "postgresql":
+        return _finish_slice_in_one(session, run_id=run_id, slice_id=slice_id)
     ok, failed = _slice_counts(session, slice_id=slice_id)
     outcome = session.execute(
         update(Slice)
@@ -202,6 +204,56 @@ def finish_slice(session: Session, *, run_id: str, slice_id: int) -> bool:
         .returning(col(Run.slices_done), col(Run.slice_count))
     ).one()
     return bool(done >= total)
+
+
+def _finish_slice_in_one(session: Session, *, run_id: str, slice_id: int) -> bool:
+    """``finish_slice``'s four steps as one PostgreSQL statement, one round trip.
+
+    Counts the slice's results, marks it done (a slice already done matches
+    nothing, as above), drops its receipt and adds its counts to the run's row
+    only when the slice was marked here.
+    """
+    slices, runs = Slice.__table__, Run.__table__  # type: ignore[attr-defined]
+    results, receipts = Result.__table__, Receipt.__table__  # type: ignore[attr-defined]
+    counts = (
+        select(
+            func.count().filter(results.c.ok.is_(True)).label("ok"),
+            func.count().filter(results.c.ok.is_(False)).label("failed"),
+        )
+        .where(results.c.slice_id == slice_id)
+        .cte("counts")
+    )
+    marked = (
+        update(slices)
+        .where(slices.c.id == slice_id, slices.c.status.in_(OPEN_SLICE_STATES))
+        .values(
+            status=SliceStatus.done.value,
+            finished_at=utcnow(),
+            results_ok=select(counts.c.ok).scalar_subquery(),
+            results_failed=select(counts.c.failed).scalar_subquery(),
+        )
+        .returning(slices.c.results_ok, slices.c.results_failed)
+        .cte("marked")
+    )
+    receipt = (
+        delete(receipts)
+        .where(receipts.c.slice_id == slice_id)
+        .returning(receipts.c.slice_id)
+        .cte("receipt")
+    )
+    added = session.execute(
+        update(runs)
+        .where(runs.c.id == run_id, exists(select(marked.c.results_ok)))
+        .values(
+            results_ok=runs.c.results_ok + select(marked.c.results_ok).scalar_subquery(),
+            results_failed=runs.c.results_failed
+            + select(marked.c.results_failed).scalar_subquery(),
+            slices_done=runs.c.slices_done + 1,
+        )
+        .returning(runs.c.slices_done, runs.c.slice_count)
+        .add_cte(receipt)
+    ).one_or_none()
+    return added is not None and bool(added[0] >= added[1])
 
 
 def _slice_counts(session: Session, *, slice_id: int) -> tuple[int, int]:
@@ -610,10 +662,11 @@ def _bulk_upsert(
     """Many rows (dicts with the same keys) in one statement, in one round trip; the
     number of rows inserted or updated.
 
-    On PostgreSQL the rows travel as one array per column and the statement reads
-    them back with ``unnest``: a short statement, prepared once per connection,
-    however many rows. SQLite runs the same INSERT for every row in process
-    (``executemany``), which costs no round trip at all.
+    On PostgreSQL the rows travel as one JSON document that the statement reads back
+    with ``json_to_recordset``: one parameter, serialized by the json module's C
+    encoder, a short statement prepared once per connection, however many rows.
+    SQLite runs the same INSERT for every row in process (``executemany``), which
+    costs no round trip at all.
     """
     dialect = session.get_bind().dialect.name
     columns = tuple(rows[0])
@@ -621,57 +674,61 @@ def _bulk_upsert(
     statement = statement_for(dialect, columns).execution_options(preserve_rowcount=True)
     if dialect != "postgresql":
         return int(session.execute(statement, list(rows)).rowcount)  # type: ignore[attr-defined]
-    json_columns = {name for name in columns if isinstance(statement.table.c[name].type, JSON)}
     outcome = session.execute(
-        statement,
-        {
-            f"{_ARRAY_PREFIX}{name}": _column_array(rows, name, as_json=name in json_columns)
-            for name in columns
-        },
+        statement, {_ROWS_PARAM: _rows_document(rows), _RUN_PARAM: rows[0]["run_id"]}
     )
     return int(outcome.rowcount)  # type: ignore[attr-defined]
 
 
-def _column_array(rows: Sequence[dict[str, Any]], name: str, *, as_json: bool) -> list[Any]:
-    """One column of ``rows`` as a list; JSON values as their text (cast on arrival)."""
-    values = [row[name] for row in rows]
-    if as_json:
-        return [None if value is None else json.dumps(value) for value in values]
-    return values
+#: Bound-parameter names of ``_bulk_insert`` on PostgreSQL: the rows, and their run.
+_ROWS_PARAM = "rows"
+_RUN_PARAM = "rows_run_id"
+
+#: How PostgreSQL reads a float that JSON cannot hold (``float8`` input takes these).
+_NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
-#: Bound-parameter names of the per-column arrays of ``_bulk_insert``.
-_ARRAY_PREFIX = "rows_"
+def _rows_document(rows: Sequence[dict[str, Any]]) -> str:
+    """``rows`` as one JSON array of objects; a datetime as ISO 8601 text, a float
+    JSON cannot hold (NaN, infinity) as the text PostgreSQL reads it back from."""
+    try:
+        return json.dumps(rows, default=_iso, allow_nan=False)
+    except ValueError:  # a non-finite float: only a column's own value can be one
+        finite = [{name: _as_json(value) for name, value in row.items()} for row in rows]
+        return json.dumps(finite, default=_iso, allow_nan=False)
+
+
+def _as_json(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return _NON_FINITE[repr(value)]
+    return value
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _bulk_insert(
     dialect: str, table: Any, columns: tuple[str, ...], *, live_run_only: bool = False
 ) -> Any:
     """``INSERT INTO table (columns)``: of one row's values on SQLite, of every row's
-    on PostgreSQL (``SELECT ... FROM unnest(one array per column)``).
+    on PostgreSQL (``SELECT ... FROM json_to_recordset(the rows)``, each column read
+    as its own type).
 
     ``live_run_only``: a row is inserted only while the run its ``run_id`` names is
     not cancelled, checked in the same statement.
     """
     if dialect == "postgresql":
-        params = {
-            name: bindparam(
-                f"{_ARRAY_PREFIX}{name}", type_=ARRAY(_element_type(table.c[name].type))
-            )
-            for name in columns
-        }
-        arrays = func.unnest(*params.values()).table_valued(*columns).render_derived()
-        values = [
-            cast(arrays.c[name], table.c[name].type)
-            if isinstance(table.c[name].type, JSON)
-            else arrays.c[name]
-            for name in columns
-        ]
-        source = select(*values)
-        # The first row's run (every row names the same), as a scalar: one lookup in
-        # the run's primary key for the statement, not a join or a scan per row.
-        first_run = select(func.unnest(params["run_id"]).column_valued()).limit(1)
-        run_id: Any = first_run.scalar_subquery()
+        record = (
+            func.json_to_recordset(cast(bindparam(_ROWS_PARAM, type_=Text), postgresql.JSON))
+            .table_valued(*[column(name, table.c[name].type) for name in columns])
+            .render_derived(with_types=True)
+        )
+        source = select(*[record.c[name] for name in columns])
+        # Every row names the same run: one lookup in the run's primary key.
+        run_id: Any = bindparam(_RUN_PARAM, type_=table.c.run_id.type)
     else:
         if not live_run_only:
             return _insert_for(dialect, table)
@@ -683,11 +740,6 @@ def _bulk_insert(
             exists().where(runs.c.id == run_id, runs.c.status != RunStatus.cancelled.value)
         )
     return _insert_for(dialect, table).from_select(list(columns), source)
-
-
-def _element_type(kind: Any) -> Any:
-    """The array element type of a column: JSON travels as text, cast on arrival."""
-    return Text() if isinstance(kind, JSON) else kind
 
 
 def _upsert(session: Session, table: type[SQLModel]) -> postgresql.Insert | sqlite.Insert:

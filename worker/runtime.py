@@ -18,6 +18,8 @@ from celery.signals import worker_process_init
 from sqlalchemy import Engine as Database
 
 from common.db import make_engine
+from common.models import Lane
+from common.runconfig import RunConfig
 from common.settings import Settings, process_settings
 from worker import board
 from worker.engines import Engine, load_engine
@@ -34,6 +36,9 @@ class WorkerRuntime:
     loads: int = 0
     #: What this process learned about the batches that fit in memory (OOM back-off).
     memory: MemoryBudget = field(default_factory=MemoryBudget)
+    #: Each (run, lane index)'s lane and run config, read once: neither changes once
+    #: the run is stored (``worker.pipeline``). Cleared when it holds too many runs.
+    lanes: dict[tuple[str, int], tuple[Lane, RunConfig]] = field(default_factory=dict, repr=False)
     _engine_key: tuple[object, ...] | None = field(default=None, repr=False)
     _engine: Engine | None = field(default=None, repr=False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 from pathlib import Path
 
@@ -11,10 +12,11 @@ from sqlmodel import select
 
 from common.db import session_scope
 from common.messages import SliceOrder
-from common.models import Result, Run, Slice
+from common.models import Item, Receipt, Result, Run, Slice, utcnow
+from common.results import ErrorKind, ResultRow
 from common.runconfig import RunConfig
 from common.settings import Settings
-from common.store import begin_finalize, complete_run, finish_slice
+from common.store import begin_finalize, complete_run, finish_slice, save_results
 from producer.enqueue import create_run
 from worker.pipeline import process_slice
 from worker.runtime import WorkerRuntime
@@ -101,3 +103,68 @@ def test_redelivered_slice_runs_only_what_is_missing(db: Engine, tmp_path: Path)
     assert workers == {"w1", "w2"}
     # Delivered once more after completion: nothing to do, nothing written.
     assert process_slice(runtime, order, worker="w3").processed == 0
+
+
+def test_finishing_a_slice_twice_counts_it_once(db: Engine, tmp_path: Path) -> None:
+    run_id = make_run(db, tmp_path, items=10, slice_size=5)
+    with session_scope(db) as session:
+        first, second = list(session.exec(select(Slice).where(Slice.run_id == run_id)))
+        assert first.id is not None
+        assert second.id is not None
+        items = list(session.exec(select(Item.id).where(Item.run_id == run_id).order_by(Item.seq)))
+        session.add(Receipt(slice_id=first.id, worker="w1", received_at=utcnow()))
+    rows = [
+        ResultRow(run_id=run_id, item_id=item_id or 0, lane_index=0, slice_id=first.id, ok=ok)
+        for item_id, ok in zip(items[:5], [True, True, False, True, False], strict=True)
+    ]
+    with session_scope(db) as session:
+        save_results(session, rows=rows)
+        assert finish_slice(session, run_id=run_id, slice_id=first.id) is False
+    with session_scope(db) as session:
+        assert finish_slice(session, run_id=run_id, slice_id=first.id) is False
+        assert session.exec(select(Receipt)).all() == []
+        marked = session.get(Slice, first.id)
+        run = session.get(Run, run_id)
+        assert marked is not None
+        assert run is not None
+        assert (marked.status, marked.results_ok, marked.results_failed) == ("done", 3, 2)
+        assert (run.results_ok, run.results_failed, run.slices_done) == (3, 2, 1)
+    with session_scope(db) as session:
+        # The run's last slice: True for the one that closes it.
+        assert finish_slice(session, run_id=run_id, slice_id=second.id) is True
+
+
+def test_results_keep_values_json_cannot_hold(db: Engine, tmp_path: Path) -> None:
+    run_id = make_run(db, tmp_path, items=4, slice_size=4)
+    with session_scope(db) as session:
+        items = list(session.exec(select(Item.id).where(Item.run_id == run_id).order_by(Item.seq)))
+    scores = [math.nan, math.inf, -math.inf, 0.5]
+    rows = [
+        ResultRow(
+            run_id=run_id,
+            item_id=item_id or 0,
+            lane_index=0,
+            slice_id=None,
+            ok=True,
+            answer='say "it"\n\\ now',
+            score=score,
+            parsed={"list": [1, "two", None], "nested": {"x": 1.5}},
+            scores={"exact": 1.0},
+            error_kind=ErrorKind.engine,
+        )
+        for item_id, score in zip(items, scores, strict=True)
+    ]
+    with session_scope(db) as session:
+        save_results(session, rows=rows)
+    with session_scope(db) as session:
+        stored = list(session.exec(select(Result).where(Result.run_id == run_id)))
+    stored.sort(key=lambda result: result.item_id)
+    # SQLite has no NaN: it stores NULL. PostgreSQL keeps it.
+    assert stored[0].score is None or math.isnan(stored[0].score)
+    assert [result.score for result in stored[1:]] == [math.inf, -math.inf, 0.5]
+    for result in stored:
+        assert result.answer == 'say "it"\n\\ now'
+        assert result.parsed == {"list": [1, "two", None], "nested": {"x": 1.5}}
+        assert result.scores == {"exact": 1.0}
+        assert result.error_kind == "engine"
+        assert result.created_at is not None

@@ -108,6 +108,14 @@ class MainProcessDatabase:
                 self._engine = make_engine(url, pooled=not sqlite, lazy_commits=True)
             return self._engine
 
+    def single_statements(self, settings: Settings) -> Engine:
+        """The same engine, each statement committed on its own on a server database
+        (no BEGIN and COMMIT round trips around a one-statement write): for receipts."""
+        engine = self.engine(settings)
+        if engine.dialect.name != "postgresql":
+            return engine
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+
     def forget_in_child(self) -> None:
         if self._engine is not None:
             self._engine.dispose(close=False)
@@ -205,7 +213,7 @@ def _note_receipt(sender: Any = None, request: Any = None, **_: object) -> None:
         return
     try:
         order = SliceOrder.decode(list(request.args))
-        with session_scope(_database.engine(settings)) as session:
+        with session_scope(_database.single_statements(settings)) as session:
             note_receipt(session, slice_id=order.slice_id, worker=request.hostname)
     except Exception:
         log.warning("could not note the receipt of task %s", request.id, exc_info=True)

@@ -44,10 +44,6 @@ class WorkerRuntime:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerRuntime:
-        if settings.torch_threads:
-            import torch
-
-            torch.set_num_threads(settings.torch_threads)
         return cls(
             settings=settings,
             db=make_engine(settings.sqlalchemy_url),

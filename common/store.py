@@ -14,7 +14,19 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Text, bindparam, cast, column, delete, exists, func, insert, update
+from sqlalchemy import (
+    JSON,
+    Text,
+    bindparam,
+    cast,
+    column,
+    delete,
+    exists,
+    func,
+    insert,
+    literal_column,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col, select
 
@@ -145,15 +157,18 @@ def save_results(session: Session, *, rows: Sequence[ResultRow]) -> None:
     An ok answer is never overwritten.
     """
     if rows:
-        now = utcnow()
-        full = [{**row.columns(), "created_at": now} for row in rows]
-        _bulk_upsert(session, _result_upsert, full)
+        _bulk_upsert(session, _result_upsert, _result_columns(rows))
+
+
+def _result_columns(rows: Sequence[ResultRow]) -> list[dict[str, Any]]:
+    now = utcnow()
+    return [{**row.columns(), "created_at": now} for row in rows]
 
 
 @functools.cache
-def _result_upsert(dialect: str, columns: tuple[str, ...]) -> Any:
+def _result_upsert(dialect: str, columns: tuple[str, ...], param: str = "rows") -> Any:
     table = Result.__table__  # type: ignore[attr-defined]
-    statement = _bulk_insert(dialect, table, columns)
+    statement = _bulk_insert(dialect, table, columns, param=param)
     return statement.on_conflict_do_update(
         index_elements=["run_id", "lane_index", "item_id"],
         set_={
@@ -374,14 +389,23 @@ def reopen_slices(session: Session, *, run_id: str) -> list[int]:
 
 
 def count_attempts(
-    session: Session, *, run_id: str, lane_index: int, slice_id: int, item_ids: Sequence[int]
+    session: Session,
+    *,
+    run_id: str,
+    lane_index: int,
+    slice_id: int,
+    item_ids: Sequence[int],
+    saving: Sequence[ResultRow] = (),
 ) -> bool:
     """Add one attempt to each item, before the engine sees it (so a death still counts).
 
     False, with nothing counted, when the run was cancelled: the same statement
     checks, so a cancel stops a slice before its next batch at no extra round trip.
+    ``saving``: the previous batch's results, stored in the same step whatever the
+    run's state (``save_results``); on PostgreSQL in the same statement, one round trip.
     """
     if not item_ids:
+        save_results(session, rows=saving)
         return True
     rows = [
         {
@@ -393,13 +417,32 @@ def count_attempts(
         }
         for item_id in item_ids
     ]
-    return _bulk_upsert(session, _attempt_upsert, rows) > 0
+    if not saving or session.get_bind().dialect.name != "postgresql":
+        save_results(session, rows=saving)
+        return _bulk_upsert(session, _attempt_upsert, rows) > 0
+    results = _result_columns(saving)
+    statement = _results_then_attempts(tuple(results[0]), tuple(rows[0]))
+    counted = session.execute(
+        statement.execution_options(preserve_rowcount=True),
+        {**_bulk_params(results, "results"), **_bulk_params(rows, "attempts")},
+    )
+    return int(counted.rowcount) > 0  # type: ignore[attr-defined]
 
 
 @functools.cache
-def _attempt_upsert(dialect: str, columns: tuple[str, ...]) -> Any:
+def _results_then_attempts(results: tuple[str, ...], attempts: tuple[str, ...]) -> Any:
+    """PostgreSQL: upsert results (a data-modifying CTE), then count attempts; the
+    statement's row count is the attempts'."""
+    saved = (
+        _result_upsert("postgresql", results, "results").returning(literal_column("1")).cte("saved")
+    )
+    return _attempt_upsert("postgresql", attempts, "attempts").add_cte(saved)
+
+
+@functools.cache
+def _attempt_upsert(dialect: str, columns: tuple[str, ...], param: str = "rows") -> Any:
     table = Attempt.__table__  # type: ignore[attr-defined]
-    statement = _bulk_insert(dialect, table, columns, live_run_only=True)
+    statement = _bulk_insert(dialect, table, columns, live_run_only=True, param=param)
     return statement.on_conflict_do_update(
         index_elements=["run_id", "lane_index", "item_id"],
         set_={"count": table.c.count + 1},
@@ -674,15 +717,15 @@ def _bulk_upsert(
     statement = statement_for(dialect, columns).execution_options(preserve_rowcount=True)
     if dialect != "postgresql":
         return int(session.execute(statement, list(rows)).rowcount)  # type: ignore[attr-defined]
-    outcome = session.execute(
-        statement, {_ROWS_PARAM: _rows_document(rows), _RUN_PARAM: rows[0]["run_id"]}
-    )
+    outcome = session.execute(statement, _bulk_params(rows, "rows"))
     return int(outcome.rowcount)  # type: ignore[attr-defined]
 
 
-#: Bound-parameter names of ``_bulk_insert`` on PostgreSQL: the rows, and their run.
-_ROWS_PARAM = "rows"
-_RUN_PARAM = "rows_run_id"
+def _bulk_params(rows: Sequence[dict[str, Any]], param: str) -> dict[str, Any]:
+    """The bound parameters of a PostgreSQL ``_bulk_insert`` named ``param``: the rows
+    as one JSON document, and the run they all name."""
+    return {param: _rows_document(rows), f"{param}_run_id": rows[0]["run_id"]}
+
 
 #: How PostgreSQL reads a float that JSON cannot hold (``float8`` input takes these).
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
@@ -711,24 +754,31 @@ def _iso(value: Any) -> str:
 
 
 def _bulk_insert(
-    dialect: str, table: Any, columns: tuple[str, ...], *, live_run_only: bool = False
+    dialect: str,
+    table: Any,
+    columns: tuple[str, ...],
+    *,
+    live_run_only: bool = False,
+    param: str = "rows",
 ) -> Any:
     """``INSERT INTO table (columns)``: of one row's values on SQLite, of every row's
     on PostgreSQL (``SELECT ... FROM json_to_recordset(the rows)``, each column read
     as its own type).
 
     ``live_run_only``: a row is inserted only while the run its ``run_id`` names is
-    not cancelled, checked in the same statement.
+    not cancelled, checked in the same statement. ``param``: the name of the rows'
+    bound parameters on PostgreSQL (``_bulk_params``), distinct per statement when
+    two are joined in one.
     """
     if dialect == "postgresql":
         record = (
-            func.json_to_recordset(cast(bindparam(_ROWS_PARAM, type_=Text), postgresql.JSON))
+            func.json_to_recordset(cast(bindparam(param, type_=Text), postgresql.JSON))
             .table_valued(*[column(name, table.c[name].type) for name in columns])
             .render_derived(with_types=True)
         )
         source = select(*[record.c[name] for name in columns])
         # Every row names the same run: one lookup in the run's primary key.
-        run_id: Any = bindparam(_RUN_PARAM, type_=table.c.run_id.type)
+        run_id: Any = bindparam(f"{param}_run_id", type_=table.c.run_id.type)
     else:
         if not live_run_only:
             return _insert_for(dialect, table)

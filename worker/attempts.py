@@ -50,10 +50,13 @@ class AttemptGuard:
         alone = [[index] for index in indexes if self.items[index].id in self.suspects]
         return ([plain] if plain else []) + alone
 
-    def begin(self, session: Session, indexes: Sequence[int]) -> bool:
+    def begin(
+        self, session: Session, indexes: Sequence[int], *, saving: Sequence[ResultRow] = ()
+    ) -> bool:
         """Count one attempt for these items; False (nothing counted) if the run was cancelled.
 
-        The caller commits before the engine sees the items.
+        ``saving``: the previous batch's results, stored in the same step. The caller
+        commits before the engine sees the items.
         """
         return count_attempts(
             session,
@@ -61,6 +64,7 @@ class AttemptGuard:
             lane_index=self.lane_index,
             slice_id=self.slice_id,
             item_ids=self._ids(indexes),
+            saving=saving,
         )
 
     @contextmanager

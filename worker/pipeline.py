@@ -5,10 +5,10 @@ leaves whole batches behind and a redelivered slice only runs what is missing.
 
 Round trips per slice, whatever the size of its run: one transaction to claim the
 slice and screen its items, one per batch, one for the finalize check. A batch's
-transaction stores its results and counts the attempts of the next batch (or, for
-the last, marks the slice done), so the next batch's items are counted before the
-engine sees them, as ``worker.attempts`` requires, without a transaction of their
-own.
+transaction stores its results and counts the attempts of the next batch (on
+PostgreSQL in one statement), or, for the last, marks the slice done; so the next
+batch's items are counted before the engine sees them, as ``worker.attempts``
+requires, without a transaction of their own.
 """
 
 from __future__ import annotations
@@ -166,11 +166,11 @@ def _run_items(
     step = next(batches, None)
     while True:
         with session_scope(runtime.db) as session:
-            save_results(session, rows=rows)
             if step is None:
+                save_results(session, rows=rows)
                 work.last_slice = finish_slice(session, run_id=work.run.id, slice_id=slice_id)
                 return
-            if not work.guard.begin(session, step[1]):
+            if not work.guard.begin(session, step[1], saving=rows):
                 return  # the run was cancelled: hand the engine nothing more
         group, batch = step
         with work.guard.recording(runtime.db, batch):

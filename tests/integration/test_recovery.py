@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -196,11 +197,13 @@ def test_slice_in_flight_stops_before_its_next_batch_when_cancelled(
     begin = attempts.AttemptGuard.begin
     calls = []
 
-    def cancel_after_two(self: attempts.AttemptGuard, session: Session, indexes: list[int]) -> bool:
+    def cancel_after_two(
+        self: attempts.AttemptGuard, session: Session, indexes: list[int], **kwargs: Any
+    ) -> bool:
         calls.append(indexes)
         if len(calls) == 3:  # the cancel committed just before the third batch's check
             cancel_run(session, run_id=run_id)
-        return begin(self, session, indexes)
+        return begin(self, session, indexes, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(attempts.AttemptGuard, "begin", cancel_after_two)

@@ -121,19 +121,28 @@ def set_run_counts(
     )
 
 
-def claim_slice(session: Session, *, run_id: str, slice_id: int, worker: str) -> Slice | None:
-    """Mark a slice as running on ``worker``; None when it owes nothing any more.
+def claim_slice(
+    session: Session, *, run_id: str, slice_id: int, worker: str
+) -> tuple[Slice, Run] | None:
+    """Mark a slice as running on ``worker``: the slice and its run (read in the same
+    round trip); None when it owes nothing any more.
 
     Raises ``ForeignWorkOrder`` (nothing written) when the slice is not ``run_id``'s:
     an order from a broker that outlived its database must not write one run's
     items as another run's results.
     """
-    row = session.get(Slice, slice_id, with_for_update=True)
-    if row is None or row.run_id != run_id:
-        raise ForeignWorkOrder(run_id, slice_id, row.run_id if row else None)
+    # The slice (locked) and its run in one round trip.
+    found = session.exec(
+        select(Slice, Run)
+        .outerjoin(Run, col(Run.id) == col(Slice.run_id))
+        .where(col(Slice.id) == slice_id)
+        .with_for_update(of=Slice)
+    ).first()
+    if found is None or found[0].run_id != run_id:
+        raise ForeignWorkOrder(run_id, slice_id, found[0].run_id if found else None)
+    row, run = found
     if row.status not in OPEN_SLICE_STATES:
         return None
-    run = session.get(Run, run_id)  # kept in the session for the caller
     if run is None or run.status not in (RunStatus.pending, RunStatus.running):
         return None
     now = utcnow()
@@ -148,7 +157,7 @@ def claim_slice(session: Session, *, run_id: str, slice_id: int, worker: str) ->
             .values(status=RunStatus.running.value, started_at=now)
         )
     session.flush()
-    return row
+    return row, run
 
 
 def save_results(session: Session, *, rows: Sequence[ResultRow]) -> None:

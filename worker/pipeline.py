@@ -95,13 +95,10 @@ def process_slice(runtime: WorkerRuntime, order: SliceOrder, *, worker: str) -> 
 
 def _claim(runtime: WorkerRuntime, order: SliceOrder, worker: str) -> _Work | None:
     with session_scope(runtime.db) as session:
-        run = session.get(Run, order.run_id)  # held here, claim_slice reads the same row
-        slice_row = claim_slice(
-            session, run_id=order.run_id, slice_id=order.slice_id, worker=worker
-        )
-        if slice_row is None:
+        claimed = claim_slice(session, run_id=order.run_id, slice_id=order.slice_id, worker=worker)
+        if claimed is None:
             return None
-        assert run is not None
+        slice_row, run = claimed
         lane, config = _lane(runtime, session, run, slice_row.lane_index)
         guard, items = screen_items(
             session,

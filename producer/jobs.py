@@ -126,20 +126,24 @@ def run_stored(
     """See a stored run through: the embedded server and local workers unless a broker is set.
 
     Local workers are spawned by default only without a broker (``local_workers``
-    says otherwise), and never more than the run has slices. Ctrl-C raises
-    ``producer.runner.RunInterrupted``, the run left resumable.
+    says otherwise), and never more than the run has slices. Ctrl-C or SIGTERM, at
+    any moment from here on, raises ``producer.runner.RunInterrupted``, the run left
+    resumable.
     """
-    from producer.runner import LocalFleet, preload_env, run_job
+    from producer.runner import LocalFleet, interruptible, preload_env, run_job
 
     spawn = local_workers if local_workers is not None else settings.broker_url is None
-    with LocalFleet(
-        settings,
-        workers=max(1, min(workers, job.enqueued.slices)),
-        spawn_workers=spawn,
-        queue=job.queue,
-        console=console,
-        preload=preload_env(job.config),
-    ) as fleet:
+    with (
+        interruptible(job.run_id),
+        LocalFleet(
+            settings,
+            workers=max(1, min(workers, job.enqueued.slices)),
+            spawn_workers=spawn,
+            queue=job.queue,
+            console=console,
+            preload=preload_env(job.config),
+        ) as fleet,
+    ):
         return run_job(fleet, enqueued=job.enqueued, output_dir=output)
 
 
@@ -150,12 +154,13 @@ def continue_run(
 
     With FLEET_BROKER_URL set, the fleet's workers take them (OrdersSent). Without
     it, the embedded server and ``workers`` local workers are started, the run is
-    seen through and its results written (RunOutcome).
+    seen through and its results written (RunOutcome); Ctrl-C or SIGTERM then raises
+    ``producer.runner.RunInterrupted`` carrying ``run_ref``, as in ``run_stored``.
     """
     from common.celery_app import create_app
     from common.db import make_engine
     from common.publish import resume_run
-    from producer.runner import LocalFleet, resume_job
+    from producer.runner import LocalFleet, interruptible, resume_job
 
     if settings.broker_url is not None:
         db = make_engine(settings.sqlalchemy_url)
@@ -163,9 +168,12 @@ def continue_run(
             db, create_app(settings), run_ref=run_ref, retry_s=settings.publish_retry_s
         )
         return OrdersSent(run_id, sent)
-    with LocalFleet(
-        settings, workers=workers, spawn_workers=True, queue=DEFAULT_QUEUE, console=console
-    ) as fleet:
+    with (
+        interruptible(run_ref),
+        LocalFleet(
+            settings, workers=workers, spawn_workers=True, queue=DEFAULT_QUEUE, console=console
+        ) as fleet,
+    ):
         return resume_job(fleet, run_ref=run_ref, output_dir=output)
 
 

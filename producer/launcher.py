@@ -178,7 +178,11 @@ class Supervisor:
                 self._start(child)
 
     def stop(self, grace_s: float | None = None) -> None:
-        """SIGTERM (warm shutdown) to every worker, SIGKILL to those left after the grace."""
+        """SIGTERM (warm shutdown) to every worker, SIGKILL to those left after the grace.
+
+        A KeyboardInterrupt while waiting (``fleet run``'s second Ctrl-C) ends the
+        grace: the workers are killed at once, and the interrupt goes on.
+        """
         grace_s = self.grace_s if grace_s is None else grace_s
         for child in self.children:
             child.restart_at = None  # a worker that died meanwhile stays down
@@ -186,13 +190,19 @@ class Supervisor:
         for process in running:
             process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace_s
-        for process in running:
-            try:
-                process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self.say(f"pid {process.pid} still running after {grace_s:.0f}s: killed")
-            _kill_group(process.pid)
-            process.wait()
+        try:
+            for process in running:
+                try:
+                    process.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    self.say(f"pid {process.pid} still running after {grace_s:.0f}s: killed")
+        except KeyboardInterrupt:  # ``fleet run``'s second Ctrl-C: the grace is over
+            self.say("interrupted again: killing the workers")
+            raise
+        finally:
+            for process in running:
+                _kill_group(process.pid)  # and its pool children, which may outlive it
+                process.wait()
 
 
 class LocalWorkers:
@@ -224,7 +234,11 @@ class LocalWorkers:
         return [child.process for child in self.supervisor.children if child.process is not None]
 
     def __enter__(self) -> LocalWorkers:
-        self.supervisor.start()
+        try:
+            self.supervisor.start()
+        except BaseException:  # Ctrl-C between two spawns: stop the ones started
+            self.stop()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:

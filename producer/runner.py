@@ -24,8 +24,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
-from contextlib import ExitStack
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,7 +114,6 @@ class LocalFleet:
         #: ``FLEET_PRELOAD_*`` for the local workers (``preload_env``), or None.
         self.preload = preload
         self._stack = ExitStack()
-        self._previous_sigterm: signal.Handlers | Callable[..., Any] | int | None = None
         self.local: LocalWorkers | None = None
         self.broker: EmbeddedBroker | None = None
         self.broker_restarts = 0
@@ -133,7 +132,6 @@ class LocalFleet:
             self.db: Engine = make_engine(self.settings.sqlalchemy_url)
             self.app: Celery = create_app(self.settings)
             self._stack = stack.pop_all()
-        self._previous_sigterm = _stop_on_sigterm()
         return self
 
     def _start_workers(self, stack: ExitStack) -> None:
@@ -165,11 +163,7 @@ class LocalFleet:
         )
 
     def __exit__(self, *exc_info: object) -> None:
-        try:
-            self._stack.close()
-        finally:
-            if self._previous_sigterm is not None:
-                signal.signal(signal.SIGTERM, self._previous_sigterm)
+        self._stack.close()
 
     def finish(self, run_id: str, output_dir: Path | None) -> RunOutcome:
         """Watch the run to its end, then write its results and summary."""
@@ -194,11 +188,8 @@ class LocalFleet:
                     f"the run can be resumed with: {resume}"
                 )
 
-        try:
-            with naming_a_full_disk(settings.state_dir, then=resume):
-                final = watch(self.db, run_id, console=self.console, check=check)
-        except KeyboardInterrupt as stop:
-            raise RunInterrupted(run_id) from stop
+        with naming_a_full_disk(settings.state_dir, then=resume):
+            final = watch(self.db, run_id, console=self.console, check=check)
         self.end_idle_workers()
         out = output_dir or settings.state_dir / "runs" / run_id
         jsonl = out / "results.jsonl"
@@ -380,17 +371,48 @@ def _worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _stop_on_sigterm() -> signal.Handlers | Callable[..., Any] | int | None:
-    """SIGTERM (systemd, Kubernetes, ``timeout``) stops the fleet as Ctrl-C does.
+@contextmanager
+def stop_signals() -> Iterator[None]:
+    """SIGINT (Ctrl-C) and SIGTERM raise KeyboardInterrupt in the block, whatever we inherited.
 
-    Without this, Python dies on the spot and leaves the embedded server and the
-    local workers running. Returns the previous handler (None off the main thread,
-    where handlers cannot be set).
+    A process started in the background by a script or a CI runner (``fleet run ... &``)
+    inherits SIGINT ignored, and Python leaves an ignored SIGINT ignored: Ctrl-C and
+    ``kill -INT`` would go unheard and the run would go on to its end. SIGTERM (systemd,
+    Kubernetes, ``timeout``) would end Python on the spot, leaving the embedded server
+    and the workers to their own devices. Both handlers are ours for the block and the
+    previous ones come back after it. Off the main thread, where handlers cannot be
+    set, nothing changes.
     """
     if threading.current_thread() is not threading.main_thread():
-        return None
+        yield
+        return
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:  # None: set outside Python, where Python cannot put it back
+                signal.signal(sig, handler)
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
 
-    return signal.signal(signal.SIGTERM, interrupt)
+@contextmanager
+def interruptible(run_id: str) -> Iterator[None]:
+    """Ctrl-C or SIGTERM anywhere in the block raises RunInterrupted(run_id).
+
+    The block is everything a stored run goes through (the server and workers
+    starting, the orders published, the watch, the export, the workers stopping),
+    so the command says how far the run got and how to resume it at any of those
+    moments. A second Ctrl-C while the workers get their warm shutdown ends it at
+    once (``producer.launcher.Supervisor.stop``) and still arrives here.
+    """
+    with stop_signals():
+        try:
+            yield
+        except RunInterrupted:
+            raise
+        except KeyboardInterrupt as stop:
+            raise RunInterrupted(run_id) from stop
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)

@@ -59,7 +59,7 @@ def batch(
     from producer.jobs import StoredJob
     from producer.model_check import check_run_models
     from producer.openai_export import check_destinations
-    from producer.runner import create_job
+    from producer.runner import create_job, stop_signals
     from producer.verdict import parse_limit
 
     settings = load_settings()
@@ -75,15 +75,16 @@ def batch(
     config = run_config(settings, options).model_copy(
         update={"input_format": "openai", "openai_export": destination}
     )
-    check_run_models(config)
-    enqueued = create_job(
-        settings,
-        input_path=input_file,
-        config=config,
-        queue=options.queue,
-        skip_invalid=options.skip_invalid,
-    )
-    job = StoredJob(enqueued, config, options.queue)
-    run_to_end(
-        settings, job, workers=workers, local_workers=local_workers, output=None, limit=limit
-    )
+    with stop_signals():  # heard while the model is checked and the input stored, too
+        check_run_models(config)
+        enqueued = create_job(
+            settings,
+            input_path=input_file,
+            config=config,
+            queue=options.queue,
+            skip_invalid=options.skip_invalid,
+        )
+        job = StoredJob(enqueued, config, options.queue)
+        run_to_end(
+            settings, job, workers=workers, local_workers=local_workers, output=None, limit=limit
+        )

@@ -93,16 +93,18 @@ def run(
     failed than --max-failures allows; 130 on Ctrl-C, saying how to resume.
     """
     from producer.jobs import store_job
+    from producer.runner import stop_signals
     from producer.verdict import parse_limit
 
     settings = load_settings()
     limit = parse_limit(max_failures)
-    job = store_job(settings, inputs=input_path, options=options)
-    if job.file_workers is not None and workers == 1:  # 1 is the default: the file's stands
-        workers = job.file_workers
-    run_to_end(
-        settings, job, workers=workers, local_workers=local_workers, output=output, limit=limit
-    )
+    with stop_signals():  # heard while the inputs are read and stored, too
+        job = store_job(settings, inputs=input_path, options=options)
+        if job.file_workers is not None and workers == 1:  # 1 is the default: the file's stands
+            workers = job.file_workers
+        run_to_end(
+            settings, job, workers=workers, local_workers=local_workers, output=output, limit=limit
+        )
 
 
 def run_to_end(
@@ -116,7 +118,9 @@ def run_to_end(
 ) -> None:
     """Run a stored job to its end and report it: ``fleet run`` and ``fleet batch``.
 
-    Exits 1 when the run failed (``_report``), 130 on Ctrl-C saying how to resume.
+    Exits 1 when the run failed (``_report``), 130 on Ctrl-C or SIGTERM saying how
+    to resume. Before the run is stored (the caller's part), either exits 130 with
+    nothing stored.
     """
     from producer.jobs import run_stored
     from producer.runner import RunInterrupted

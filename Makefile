@@ -5,6 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 STATE  ?= .fleet
 WORKERS ?= 2
+# pytest-xdist processes for the suite. Most of a test's time is spent waiting on real
+# processes (workers starting, heartbeats, runs paced by the echo engine's delays), so
+# four share this project's two-core machines well; each has its own Redis database,
+# PostgreSQL database, embedded broker and temporary folders (tests/integration/conftest.py).
+# TEST_PROCS=0 runs the suite in one process. worksteal: an idle process takes tests
+# from a busy one, so the slow integration tests do not end up queued behind each other.
+TEST_PROCS ?= 4
+PYTEST := $(BIN)/pytest -n $(TEST_PROCS) --dist worksteal
 
 .PHONY: install demo demo-vision test lint typecheck unit integration bench browser clean
 
@@ -41,10 +49,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest tests/unit
+	$(PYTEST) tests/unit
 
 integration: $(STAMP)
-	$(BIN)/pytest tests/integration
+	$(PYTEST) tests/integration
 
 # The report's test opens it in Debian's headless Chromium (driven by Selenium through
 # chromium-driver): installed here when missing and we are root with apt-get. Otherwise
@@ -60,7 +68,7 @@ browser:
 	fi
 
 test: lint typecheck browser
-	$(BIN)/pytest
+	$(PYTEST)
 
 bench: $(STAMP)
 	$(BIN)/python bench/batching.py

@@ -9,8 +9,10 @@ available.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,9 +30,9 @@ from producer.demo_vision import build_demo_vision_model
 from producer.embedded import EmbeddedBroker
 from producer.launcher import LocalWorkers
 from tests.integration.helpers import wait_for_workers
-from tests.integration.services import service_missing
+from tests.integration.services import redis_url_of_this_process, service_missing
 
-REDIS_URL = os.environ.get("FLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+BASE_REDIS_URL = os.environ.get("FLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 POSTGRES_ADMIN_URL = os.environ.get(
     "FLEET_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
@@ -38,21 +40,49 @@ POSTGRES_ADMIN_URL = os.environ.get(
 pytestmark = pytest.mark.integration
 
 
+REDIS_URL = redis_url_of_this_process(BASE_REDIS_URL, os.environ.get("PYTEST_XDIST_WORKER"))
+
+
+def built_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]
+) -> Path:
+    """``build(folder)`` once for the whole test run; its folder, only ever read after.
+
+    Under pytest-xdist every worker is a session of its own: the first to ask builds in
+    the run's temporary folder (above the workers' own), the others wait on a lock and
+    take it as it is.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    target = root / "models" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.exists():
+            partial = target.with_name(f"{name}.partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            build(partial)
+            partial.rename(target)
+    return target
+
+
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny real transformers model, built once per session."""
-    return build_demo_model(tmp_path_factory.mktemp("models") / "demo")
+    """The tiny real transformers model, built once per run."""
+    return built_once(tmp_path_factory, "demo", build_demo_model)
 
 
 @pytest.fixture(scope="session")
 def demo_vision_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny real vision-language model (Llava) with its processor, built once per session."""
-    return build_demo_vision_model(tmp_path_factory.mktemp("models") / "demo-vision")
+    """The tiny real vision-language model (Llava) with its processor, built once per run."""
+    return built_once(tmp_path_factory, "demo-vision", build_demo_vision_model)
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """The local Redis (database 15, flushed before and after), or a skip (a failure in CI)."""
+    """The local Redis (this process's database, flushed before and after), or a skip
+    (a failure in CI)."""
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
     try:
         client.ping()
@@ -127,4 +157,4 @@ def start_workers(tmp_path: Path) -> Iterator[WorkerStarter]:
 
     yield start
     for pool in pools:
-        pool.stop(grace_s=10)
+        pool.stop(grace_s=0)  # the test is over: nothing a worker still holds matters

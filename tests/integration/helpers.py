@@ -12,11 +12,15 @@ from celery import Celery
 
 
 def wait_for_workers(app: Celery, count: int, timeout_s: float = 90.0) -> list[str]:
-    """Block until ``count`` workers answer a ping; their names."""
+    """Block until ``count`` workers answer a ping; their names.
+
+    A ping waits out its whole timeout unless ``limit`` replies came: it asks for
+    ``count``, so the wait ends as the last of them answers.
+    """
     deadline = time.monotonic() + timeout_s
     names: list[str] = []
     while time.monotonic() < deadline:
-        replies = app.control.ping(timeout=1.0) or []
+        replies = app.control.ping(timeout=1.0, limit=count) or []
         names = sorted(name for reply in replies for name in reply)
         if len(names) >= count:
             return names

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from common.settings import Settings
-from producer.demo_model import DEMO_CONTEXT_TOKENS, build_demo_model
+from producer.demo_model import DEMO_CONTEXT_TOKENS
 from worker.engines import hf, kv_cache, load_engine
 from worker.engines.base import EngineBroken, GenerationParams
 from worker.engines.hf import CPU_PREFILL_TOKENS, HFEngine, through_first_eos
@@ -32,8 +32,9 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="session")
-def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    return build_demo_model(tmp_path_factory.mktemp("demo-model"), seed=0)
+def demo_dir(demo_model: pathlib.Path) -> pathlib.Path:
+    """The suite's demo model (seed 0)."""
+    return demo_model
 
 
 @pytest.fixture(scope="session")

@@ -31,15 +31,21 @@ MODELS = ("delay=0.01", "delay=0.02")
 
 
 def wait_for_models(env: dict[str, str], cwd: Path, count: int) -> dict[str, Any]:
-    """``fleet workers list --json`` once ``count`` workers report a loaded model."""
+    """``fleet workers list --json`` once ``count`` workers report a loaded model.
+
+    The wait asks the workers in process (the runtime broadcast the command makes), not
+    with a new ``fleet`` process every half second; the command answers once at the end.
+    """
+    app = create_app(Settings(broker_url=env["FLEET_BROKER_URL"]))
     deadline = time.monotonic() + 90
-    listed: dict[str, Any] = {}
+    loaded: list[Any] = []
     while time.monotonic() < deadline:
-        listed = json.loads(fleet("workers", "list", "--json", env=env, cwd=cwd))
-        if sum(1 for info in listed.values() if info["model"]) >= count:
-            return listed
+        replies = app.control.broadcast("fleet_runtime", reply=True, timeout=1.0, limit=count)
+        loaded = [body for reply in replies or [] for body in reply.values() if body["model"]]
+        if len(loaded) >= count:
+            return dict(json.loads(fleet("workers", "list", "--json", env=env, cwd=cwd)))
         time.sleep(0.5)
-    raise AssertionError(f"workers did not preload their models: {listed}")
+    raise AssertionError(f"workers did not preload their models: {loaded}")
 
 
 def test_two_models_on_two_pinned_workers_never_reload(tmp_path: Path, redis_url: str) -> None:

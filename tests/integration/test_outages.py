@@ -123,11 +123,11 @@ def test_enqueue_with_the_broker_away_stops_with_the_resume_command(
     refusing = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     inputs = write_inputs(tmp_path / "in.jsonl", 10)
     env = fleet_env(tmp_path, database_url=db_url, publish_retry_s="2")
-    started = time.monotonic()
+    # FLEET_PUBLISH_RETRY_S=2: the command gives up; one that kept retrying would
+    # never return, and the subprocess's timeout would fail the test.
     done = run_fleet("enqueue", str(inputs), "--engine", "echo", "--model", "echo",
                      "--slice-size", "2", env={**env, "FLEET_BROKER_URL": refusing},
-                     cwd=tmp_path)  # fmt: skip
-    took = time.monotonic() - started
+                     cwd=tmp_path, timeout=60)  # fmt: skip
     said = " ".join(done.stderr.split())  # rich wraps long lines
     assert done.returncode != 0, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
@@ -141,7 +141,6 @@ def test_enqueue_with_the_broker_away_stops_with_the_resume_command(
     assert f"`fleet resume {run.id}` publishes the rest" in said, said
     assert (run.status, slices, items) == ("pending", ["pending"] * 5, 10)
     assert done.stdout == ""  # no run id on stdout: nothing for a script to wait on
-    assert took < 30, f"publishing was to give up after about 2 s, not {took:.0f} s"
 
     start_workers(1, broker_url=clean_redis, database_url=db_url)
     out = fleet("resume", run.id, env={**env, "FLEET_BROKER_URL": clean_redis}, cwd=tmp_path)

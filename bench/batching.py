@@ -61,9 +61,34 @@ def padding_share(batches: list[list[int]], lengths: list[int]) -> float:
     return 1 - real / padded
 
 
-def run_rounds(
-    strategies: dict[str, tuple[list[list[int]], Callable[[list[int]], int]]], rounds: int
-) -> dict[str, list[tuple[float, int]]]:
+Strategy = tuple[list[list[int]], Callable[[list[int]], int]]
+
+
+def batch_strategies(
+    lengths: list[int], args: argparse.Namespace, run: Callable[[list[int]], int]
+) -> dict[str, Strategy]:
+    """The three ways of batching the items that ``run`` runs: one by one, fixed batches
+    of ``args.batch_size`` in input order, and the worker's token budget (``plan_batches``)."""
+    count = len(lengths)
+    fixed = [
+        list(range(start, min(start + args.batch_size, count)))
+        for start in range(0, count, args.batch_size)
+    ]
+    budget = plan_batches(
+        lengths,
+        batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
+        max_new_tokens=args.max_new_tokens,
+        max_padding=args.max_padding,
+    )
+    return {
+        "one_by_one": ([[index] for index in range(count)], run),
+        "fixed": (fixed, run),
+        "budget": (budget, run),
+    }
+
+
+def run_rounds(strategies: dict[str, Strategy], rounds: int) -> dict[str, list[tuple[float, int]]]:
     """(seconds, tokens out) of each strategy in each round; a round runs them all in turn.
 
     Interleaving the strategies and keeping each one's median puts a burst of noise from
@@ -151,23 +176,8 @@ def main() -> None:
         f"prefill passes of {engine.prefill_tokens or 'any number of'} positions"
     )
     engine.generate(prompts[:2], params)  # warm-up: first-call allocations out of the timing
-    singles = [[index] for index in range(len(prompts))]
-    fixed_batches = [
-        list(range(start, min(start + args.batch_size, len(prompts))))
-        for start in range(0, len(prompts), args.batch_size)
-    ]
-    budget_batches = plan_batches(
-        lengths,
-        batch_size=args.batch_size,
-        max_batch_tokens=args.max_batch_tokens,
-        max_new_tokens=args.max_new_tokens,
-        max_padding=args.max_padding,
-    )
-    strategies = {
-        "one_by_one": (singles, run),
-        "fixed": (fixed_batches, run),
-        "budget": (budget_batches, run),
-    }
+    strategies = batch_strategies(lengths, args, run)
+    singles = strategies["one_by_one"][0]
     if not args.skip_plain:
         strategies["plain"] = (singles, plain_generate(engine, prompts, params))
     timings = run_rounds(strategies, args.rounds)
@@ -181,8 +191,8 @@ def main() -> None:
             f"tokens/s  ({row['batches']} batches, {row['seconds']:.1f} s)"
         )
     one, fixed, budget = figures["one_by_one"], figures["fixed"], figures["budget"]
-    fixed["padding_share"] = padding_share(fixed_batches, lengths)
-    budget["padding_share"] = padding_share(budget_batches, lengths)
+    fixed["padding_share"] = padding_share(strategies["fixed"][0], lengths)
+    budget["padding_share"] = padding_share(strategies["budget"][0], lengths)
     print(
         f"padding share: fixed {fixed['padding_share']:.0%}, budget {budget['padding_share']:.0%}"
     )

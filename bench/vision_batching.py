@@ -28,11 +28,10 @@ from typing import Any
 
 import torch
 
-from bench.batching import figures_of, padding_share, run_rounds
+from bench.batching import batch_strategies, figures_of, padding_share, run_rounds
 from bench.fleetbench import write_results
 from common.runconfig import Batching, Generation, RunConfig
 from producer.demo_vision import build_demo_vision_model
-from worker.batching import plan_batches
 from worker.engines import GenerationParams
 from worker.engines.hf_vision import HFVisionEngine
 from worker.prompting import prepare
@@ -104,29 +103,13 @@ def main() -> None:
             f"{args.max_new_tokens} new tokens each, 1 torch thread"
         )
         run([0, 1])  # warm-up: first-call allocations out of the timing
-        singles = [[index] for index in range(len(prompts))]
-        fixed_batches = [
-            list(range(start, min(start + args.batch_size, len(prompts))))
-            for start in range(0, len(prompts), args.batch_size)
-        ]
-        budget_batches = plan_batches(
-            lengths,
-            batch_size=args.batch_size,
-            max_batch_tokens=args.max_batch_tokens,
-            max_new_tokens=args.max_new_tokens,
-            max_padding=args.max_padding,
-        )
-        strategies = {
-            "one_by_one": (singles, run),
-            "fixed": (fixed_batches, run),
-            "budget": (budget_batches, run),
-        }
+        strategies = batch_strategies(lengths, args, run)
         timings = run_rounds(strategies, args.rounds)
     figures = {
         name: figures_of(batches, timings[name]) for name, (batches, _) in strategies.items()
     }
-    figures["fixed"]["padding_share"] = padding_share(fixed_batches, lengths)
-    figures["budget"]["padding_share"] = padding_share(budget_batches, lengths)
+    figures["fixed"]["padding_share"] = padding_share(strategies["fixed"][0], lengths)
+    figures["budget"]["padding_share"] = padding_share(strategies["budget"][0], lengths)
     print(f"median of {args.rounds} rounds:")
     for name, row in figures.items():
         print(

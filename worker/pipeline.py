@@ -17,7 +17,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sqlmodel import Session, select
+from sqlmodel import select
 
 from common.db import session_scope
 from common.errors import ForeignWorkOrder
@@ -99,7 +99,7 @@ def _claim(runtime: WorkerRuntime, order: SliceOrder, worker: str) -> _Work | No
         if claimed is None:
             return None
         slice_row, run = claimed
-        lane, config = _lane(runtime, session, run, slice_row.lane_index)
+        lane, config = runtime.lane(session, run, slice_row.lane_index)
         guard, items = screen_items(
             session,
             slice_row=slice_row,
@@ -112,22 +112,6 @@ def _claim(runtime: WorkerRuntime, order: SliceOrder, worker: str) -> _Work | No
         if not items:
             work.last_slice = finish_slice(session, run_id=order.run_id, slice_id=order.slice_id)
         return work
-
-
-def _lane(runtime: WorkerRuntime, session: Session, run: Run, index: int) -> tuple[Lane, RunConfig]:
-    """The run's lane ``index`` and the run's config, read from SQL once per process."""
-    key = (run.id, index)
-    known = runtime.lanes.get(key)
-    if known is None:
-        lane = session.exec(select(Lane).where(Lane.run_id == run.id, Lane.index == index)).one()
-        if len(runtime.lanes) >= _LANES_KEPT:
-            runtime.lanes.clear()
-        known = runtime.lanes[key] = (lane, RunConfig.model_validate(run.config))
-    return known
-
-
-#: Most (run, lane) pairs a worker process keeps read (``_lane``).
-_LANES_KEPT = 256
 
 
 def _run_items(

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from celery.signals import worker_process_init
 from sqlalchemy import Engine as Database
+from sqlmodel import Session, select
 
 from common.db import make_engine
-from common.models import Lane
+from common.models import Lane, Run
 from common.runconfig import RunConfig
 from common.settings import Settings, process_settings
 from worker import board
@@ -26,6 +27,9 @@ from worker.engines import Engine, load_engine
 from worker.oom import MemoryBudget
 
 log = logging.getLogger(__name__)
+
+#: Most (run, lane) pairs a worker process keeps read (``WorkerRuntime.lane``).
+LANES_KEPT = 256
 
 
 @dataclass
@@ -36,9 +40,8 @@ class WorkerRuntime:
     loads: int = 0
     #: What this process learned about the batches that fit in memory (OOM back-off).
     memory: MemoryBudget = field(default_factory=MemoryBudget)
-    #: Each (run, lane index)'s lane and run config, read once: neither changes once
-    #: the run is stored (``worker.pipeline``). Cleared when it holds too many runs.
-    lanes: dict[tuple[str, int], tuple[Lane, RunConfig]] = field(default_factory=dict, repr=False)
+    #: Each (run, lane index)'s lane and run config, read once (``lane``).
+    _lanes: dict[tuple[str, int], tuple[Lane, RunConfig]] = field(default_factory=dict, repr=False)
     _engine_key: tuple[object, ...] | None = field(default=None, repr=False)
     _engine: Engine | None = field(default=None, repr=False)
 
@@ -49,6 +52,19 @@ class WorkerRuntime:
             db=make_engine(settings.sqlalchemy_url),
             memory=MemoryBudget(guard_tokens=settings.memory_guard_tokens),
         )
+
+    def lane(self, session: Session, run: Run, index: int) -> tuple[Lane, RunConfig]:
+        """The run's lane ``index`` and the run's config, read from SQL once per process:
+        neither changes once the run is stored. Forgotten when too many runs pile up."""
+        key = (run.id, index)
+        known = self._lanes.get(key)
+        if known is None:
+            of_run = select(Lane).where(Lane.run_id == run.id, Lane.index == index)
+            lane = session.exec(of_run).one()
+            if len(self._lanes) >= LANES_KEPT:
+                self._lanes.clear()
+            known = self._lanes[key] = (lane, RunConfig.model_validate(run.config))
+        return known
 
     @property
     def gpu_group(self) -> str:

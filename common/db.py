@@ -35,6 +35,9 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 #: retry (a slice task's backoff, the watcher's patience) gets fresh connections.
 _SERVER_POOL: dict[str, Any] = {"pool_size": 1, "max_overflow": 4}
 
+#: Tables written per item whose references are not checked (``common.models``).
+_UNCHECKED_TABLES = ("result", "attempt")
+
 #: Key of the PostgreSQL advisory lock held while creating tables.
 _SCHEMA_LOCK_KEY = 0x466C656574  # "Fleet"
 
@@ -101,11 +104,17 @@ def create_tables(engine: Engine) -> None:
 
 
 def _upgrade(connection: Connection) -> None:
-    """Add the columns and indexes an older version's tables lack.
+    """Add the columns and indexes an older version's tables lack; on PostgreSQL, drop
+    the foreign keys that ``common.models`` no longer declares (``Result``, ``Attempt``).
 
     New integer columns are counters: existing rows read as zero. Others start NULL.
+    SQLite cannot drop a constraint in place: an older embedded database keeps them.
     """
     inspector = inspect(connection)
+    if connection.dialect.name == "postgresql":
+        for name in _UNCHECKED_TABLES:
+            for key in inspector.get_foreign_keys(name):
+                connection.execute(text(f'ALTER TABLE "{name}" DROP CONSTRAINT "{key["name"]}"'))
     for table in SQLModel.metadata.sorted_tables:
         present = {column["name"] for column in inspector.get_columns(table.name)}
         for column in table.columns:

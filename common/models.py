@@ -3,6 +3,13 @@
 SQL is the source of truth; Redis only carries work orders that point here.
 The unique keys are what make at-least-once delivery write each answer once:
 a Result is unique on (run, item, lane), a Slice on (run, lane, index).
+
+The two tables a slice writes per item, ``Result`` and ``Attempt``, name their run,
+item and slice without foreign keys: each check is a lookup and a row lock per row
+(on PostgreSQL about 5 microseconds a row each, six per item: about half of what
+the database spends on a slice). Their ids are the ones the slice's worker read
+from those rows in the same transaction, and nothing deletes a run, an item or a
+slice. Every other table keeps its foreign keys.
 """
 
 from __future__ import annotations
@@ -200,10 +207,10 @@ class Result(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    run_id: str = Field(foreign_key="run.id", max_length=32)
-    item_id: int = Field(foreign_key="item.id")
+    run_id: str = Field(max_length=32)
+    item_id: int
     lane_index: int
-    slice_id: int | None = Field(default=None, foreign_key="slice.id")
+    slice_id: int | None = None
     ok: bool
     answer: str | None = Field(default=None, sa_column=Column(Text))
     parsed: Any | None = Field(default=None, sa_column=Column(JSON))
@@ -259,11 +266,11 @@ class Attempt(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    run_id: str = Field(foreign_key="run.id", max_length=32)
-    item_id: int = Field(foreign_key="item.id")
+    run_id: str = Field(max_length=32)
+    item_id: int
     lane_index: int
     #: The slice holding the item in this lane: a slice reads its items' counts by it.
-    slice_id: int | None = Field(default=None, foreign_key="slice.id")
+    slice_id: int | None = None
     count: int = 0
     last_error: str | None = Field(default=None, sa_column=Column(Text))
 

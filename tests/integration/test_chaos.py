@@ -23,14 +23,14 @@ from pathlib import Path
 import pytest
 import redis
 from rich.console import Console
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, case, func
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from common.celery_app import create_app
 from common.db import make_engine, session_scope
-from common.models import Result, Run, Slice
+from common.models import Attempt, Item, Result, Run, Slice
 from common.publish import publish_run
 from common.results import ErrorKind
 from common.runconfig import Batching, RunConfig
@@ -98,14 +98,34 @@ def run_status(db: Engine, run_id: str) -> str:
 
 
 def assert_exactly_once(db: Engine, run_id: str, items: int) -> list[Result]:
-    """Completed, finalized once, one result per item (one lane), no duplicate."""
+    """Completed, finalized once, one result per item (one lane), no duplicate; every
+    result and attempt names an item of its run and the slice holding that item."""
     with session_scope(db) as session:
         run = session.get(Run, run_id)
         assert run is not None
         rows = list(session.exec(select(Result).where(Result.run_id == run_id)))
+        assert unmatched(session, Result, run_id) == unmatched(session, Attempt, run_id) == 0
     assert (run.status, run.finalize_count) == ("completed", 1)
     assert len(rows) == len({(row.item_id, row.lane_index) for row in rows}) == items
     return rows
+
+
+def unmatched(session: Session, table: type[Result] | type[Attempt], run_id: str) -> int:
+    """Rows of ``table`` in the run whose item is not the run's, or whose slice does not
+    hold that item in that lane (what foreign keys would have caught, and more)."""
+    rows = select(func.count()).select_from(table).where(table.run_id == run_id)
+    position = case((col(Slice.by_length), Item.slice_pos), else_=Item.seq)
+    matched = (
+        rows.join(Item, (col(Item.id) == table.item_id) & (col(Item.run_id) == run_id))
+        .join(Slice, col(Slice.id) == table.slice_id)
+        .where(
+            col(Slice.run_id) == run_id,
+            col(Slice.lane_index) == table.lane_index,
+            col(Slice.seq_start) <= position,
+            col(Slice.seq_end) > position,
+        )
+    )
+    return int(session.execute(rows).scalar_one() - session.execute(matched).scalar_one())
 
 
 def running_slice_on(db: Engine, run_id: str, worker_prefix: str) -> Slice | None:

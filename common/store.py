@@ -231,14 +231,23 @@ def finish_slice(session: Session, *, run_id: str, slice_id: int) -> bool:
 
 
 def _finish_slice_in_one(session: Session, *, run_id: str, slice_id: int) -> bool:
-    """``finish_slice``'s four steps as one PostgreSQL statement, one round trip.
+    """``finish_slice``'s four steps as one PostgreSQL statement, one round trip."""
+    added = session.execute(
+        _finish_statement(), {"of_run": run_id, "of_slice": slice_id, "now": utcnow()}
+    ).one_or_none()
+    return added is not None and bool(added[0] >= added[1])
 
-    Counts the slice's results, marks it done (a slice already done matches
-    nothing, as above), drops its receipt and adds its counts to the run's row
-    only when the slice was marked here.
-    """
+
+@functools.cache
+def _finish_statement() -> Any:
+    """Counts the slice's results, marks it done (a slice already done matches
+    nothing, as in ``finish_slice``), drops its receipt and adds its counts to the
+    run's row only when the slice was marked here. Built once: its values are bound
+    parameters, ``of_run``, ``of_slice`` and ``now`` (not named like a column: the
+    UPDATE would take a parameter named ``run_id`` as a value to set)."""
     slices, runs = Slice.__table__, Run.__table__  # type: ignore[attr-defined]
     results, receipts = Result.__table__, Receipt.__table__  # type: ignore[attr-defined]
+    slice_id = bindparam("of_slice", type_=slices.c.id.type)
     counts = (
         select(
             func.count().filter(results.c.ok.is_(True)).label("ok"),
@@ -252,7 +261,7 @@ def _finish_slice_in_one(session: Session, *, run_id: str, slice_id: int) -> boo
         .where(slices.c.id == slice_id, slices.c.status.in_(OPEN_SLICE_STATES))
         .values(
             status=SliceStatus.done.value,
-            finished_at=utcnow(),
+            finished_at=bindparam("now", type_=slices.c.finished_at.type),
             results_ok=select(counts.c.ok).scalar_subquery(),
             results_failed=select(counts.c.failed).scalar_subquery(),
         )
@@ -265,9 +274,12 @@ def _finish_slice_in_one(session: Session, *, run_id: str, slice_id: int) -> boo
         .returning(receipts.c.slice_id)
         .cte("receipt")
     )
-    added = session.execute(
+    return (
         update(runs)
-        .where(runs.c.id == run_id, exists(select(marked.c.results_ok)))
+        .where(
+            runs.c.id == bindparam("of_run", type_=runs.c.id.type),
+            exists(select(marked.c.results_ok)),
+        )
         .values(
             results_ok=runs.c.results_ok + select(marked.c.results_ok).scalar_subquery(),
             results_failed=runs.c.results_failed
@@ -276,8 +288,7 @@ def _finish_slice_in_one(session: Session, *, run_id: str, slice_id: int) -> boo
         )
         .returning(runs.c.slices_done, runs.c.slice_count)
         .add_cte(receipt)
-    ).one_or_none()
-    return added is not None and bool(added[0] >= added[1])
+    )
 
 
 def _slice_counts(session: Session, *, slice_id: int) -> tuple[int, int]:
@@ -432,8 +443,9 @@ def count_attempts(
     results = _result_columns(saving)
     statement = _results_then_attempts(tuple(results[0]), tuple(rows[0]))
     counted = session.execute(
-        statement.execution_options(preserve_rowcount=True),
+        statement,
         {**_bulk_params(results, "results"), **_bulk_params(rows, "attempts")},
+        execution_options=_KEEP_ROWCOUNT,
     )
     return int(counted.rowcount) > 0  # type: ignore[attr-defined]
 
@@ -722,12 +734,16 @@ def _bulk_upsert(
     """
     dialect = session.get_bind().dialect.name
     columns = tuple(rows[0])
-    # SQLAlchemy keeps an INSERT's row count only when asked to.
-    statement = statement_for(dialect, columns).execution_options(preserve_rowcount=True)
-    if dialect != "postgresql":
-        return int(session.execute(statement, list(rows)).rowcount)  # type: ignore[attr-defined]
-    outcome = session.execute(statement, _bulk_params(rows, "rows"))
+    statement = statement_for(dialect, columns)
+    params = _bulk_params(rows, "rows") if dialect == "postgresql" else list(rows)
+    outcome = session.execute(statement, params, execution_options=_KEEP_ROWCOUNT)
     return int(outcome.rowcount)  # type: ignore[attr-defined]
+
+
+#: SQLAlchemy keeps an INSERT's row count only when asked to. Asked per execution, not
+#: with ``statement.execution_options``: that copies the statement, and a copy computes
+#: its cache key again (a walk over the whole statement, each time).
+_KEEP_ROWCOUNT = {"preserve_rowcount": True}
 
 
 def _bulk_params(rows: Sequence[dict[str, Any]], param: str) -> dict[str, Any]:

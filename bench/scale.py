@@ -201,13 +201,16 @@ def wait_completed(db: Engine, run_id: str) -> None:
 
 
 def slice_figures(db: Engine, run_id: str) -> dict[str, Any]:
-    """Slice times in claim order: the first and the last 10%, the run's span, finalize."""
+    """Slice times in claim order: the first and the last 10%, the run's span, finalize;
+    the share of the span the workers spent inside slices (the rest is Celery's hand-off
+    between two slices, or no slice to take)."""
     with session_scope(db) as session:
-        rows = session.exec(
-            select(Slice.started_at, Slice.finished_at)
+        claims = session.exec(
+            select(Slice.started_at, Slice.finished_at, Slice.worker)
             .where(Slice.run_id == run_id)
             .order_by(col(Slice.started_at))
         ).all()
+        rows = [(start, end) for start, end, _ in claims]
         run = session.get(Run, run_id)
         assert run is not None
         items = run.item_count
@@ -222,8 +225,15 @@ def slice_figures(db: Engine, run_id: str) -> dict[str, Any]:
         round(statistics.median(times[index * tenth : (index + 1) * tenth]), 4)
         for index in range(min(10, len(times) // tenth))
     ]
+    inside: dict[str, float] = {}
+    for start, end, worker in claims:
+        if start and end and worker:
+            inside[worker] = inside.get(worker, 0.0) + (end - start).total_seconds()
     return {
         "slices": len(rows),
+        "worker_busy_share": round(sum(inside.values()) / (span * len(inside)), 3)
+        if span and inside
+        else None,
         "slice_median_by_tenth_s": deciles,
         "slice_median_first_10pct_s": round(first, 4),
         "slice_median_last_10pct_s": round(last, 4),

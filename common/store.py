@@ -593,8 +593,22 @@ def beat(session: Session, *, name: str, booted_at: datetime) -> None:
 
 
 def note_receipt(session: Session, *, slice_id: int, worker: str) -> None:
-    """Upsert who holds a slice's work order now (a redelivery moves it)."""
-    _put(session, Receipt, "slice_id", slice_id=slice_id, worker=worker, received_at=utcnow())
+    """Upsert who holds a slice's work order now (a redelivery moves it).
+
+    Written by the worker's main process as each order arrives, in its event loop: one
+    statement built once per dialect, its values bound at execution.
+    """
+    statement = _receipt_upsert(session.get_bind().dialect.name)
+    session.execute(statement, {"slice_id": slice_id, "worker": worker, "received_at": utcnow()})
+
+
+@functools.cache
+def _receipt_upsert(dialect: str) -> Any:
+    statement = _insert_for(dialect, Receipt.__table__)  # type: ignore[attr-defined]
+    return statement.on_conflict_do_update(
+        index_elements=["slice_id"],
+        set_={"worker": statement.excluded.worker, "received_at": statement.excluded.received_at},
+    )
 
 
 def release_receipt(session: Session, *, slice_id: int, worker: str, received_at: datetime) -> bool:

@@ -94,10 +94,13 @@ def recorded_plans(db: Engine) -> Iterator[list[Statement]]:
         if many:
             parameters = parameters[0] if parameters else ()
         if postgres:
-            cursor.execute("SAVEPOINT fleet_plan")
+            # A statement run as its own transaction (``common.db.single_statements``)
+            # is explained in one of its own, rolled back; others in a savepoint.
+            alone = cursor.connection.autocommit
+            cursor.execute("BEGIN" if alone else "SAVEPOINT fleet_plan")
             cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
             _walk_pg(cursor.fetchone()[0][0]["Plan"], entry)
-            cursor.execute("ROLLBACK TO SAVEPOINT fleet_plan")
+            cursor.execute("ROLLBACK" if alone else "ROLLBACK TO SAVEPOINT fleet_plan")
         else:
             cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
             entry.nodes = [row[3] for row in cursor.fetchall()]

@@ -129,6 +129,15 @@ def _upgrade(connection: Connection) -> None:
             index.create(connection, checkfirst=True)
 
 
+def single_statements(engine: Engine) -> Engine:
+    """``engine`` for transactions of one statement each. On PostgreSQL in autocommit:
+    a statement is then its own transaction, as atomic, without the BEGIN and COMMIT
+    round trips around it. Elsewhere ``engine`` itself (SQLite has no round trips)."""
+    if engine.dialect.name != "postgresql":
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """One transaction: committed when the block ends, rolled back if it raises."""

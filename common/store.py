@@ -25,6 +25,7 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -188,8 +189,11 @@ def _result_upsert(dialect: str, columns: tuple[str, ...], param: str = "rows") 
     )
 
 
-def finish_slice(session: Session, *, run_id: str, slice_id: int) -> bool:
-    """Mark an open slice done and add its results to its run's counts.
+def finish_slice(
+    session: Session, *, run_id: str, slice_id: int, saving: Sequence[ResultRow] = ()
+) -> bool:
+    """Store the slice's last results (``saving``), mark it done if open, and add its
+    results to its run's counts. On PostgreSQL one statement (``_finish_statement``).
 
     True when this closed the run's last slice by the run's count: the caller then
     tries ``begin_finalize`` once this transaction is committed. Of the slices
@@ -202,7 +206,8 @@ def finish_slice(session: Session, *, run_id: str, slice_id: int) -> bool:
     second waits for the first's row lock, then finds it done and adds nothing.
     """
     if session.get_bind().dialect.name == "postgresql":
-        return _finish_slice_in_one(session, run_id=run_id, slice_id=slice_id)
+        return _finish_slice_in_one(session, run_id=run_id, slice_id=slice_id, saving=saving)
+    save_results(session, rows=saving)
     ok, failed = _slice_counts(session, slice_id=slice_id)
     outcome = session.execute(
         update(Slice)
@@ -230,32 +235,56 @@ def finish_slice(session: Session, *, run_id: str, slice_id: int) -> bool:
     return bool(done >= total)
 
 
-def _finish_slice_in_one(session: Session, *, run_id: str, slice_id: int) -> bool:
-    """``finish_slice``'s four steps as one PostgreSQL statement, one round trip."""
-    added = session.execute(
-        _finish_statement(), {"of_run": run_id, "of_slice": slice_id, "now": utcnow()}
-    ).one_or_none()
+def _finish_slice_in_one(
+    session: Session, *, run_id: str, slice_id: int, saving: Sequence[ResultRow]
+) -> bool:
+    """``finish_slice``'s steps as one PostgreSQL statement, one round trip."""
+    params: dict[str, Any] = {"of_run": run_id, "of_slice": slice_id, "now": utcnow()}
+    columns: tuple[str, ...] = ()
+    if saving:
+        results = _result_columns(saving)
+        columns = tuple(results[0])
+        params |= _bulk_params(results, "results")
+    added = session.execute(_finish_statement(columns), params).one_or_none()
     return added is not None and bool(added[0] >= added[1])
 
 
 @functools.cache
-def _finish_statement() -> Any:
-    """Counts the slice's results, marks it done (a slice already done matches
-    nothing, as in ``finish_slice``), drops its receipt and adds its counts to the
-    run's row only when the slice was marked here. Built once: its values are bound
-    parameters, ``of_run``, ``of_slice`` and ``now`` (not named like a column: the
-    UPDATE would take a parameter named ``run_id`` as a value to set)."""
+def _finish_statement(saved_columns: tuple[str, ...] = ()) -> Any:
+    """Stores the slice's last results when ``saved_columns`` names their columns
+    (``_result_upsert`` as a data-modifying CTE), counts the slice's results, marks
+    it done (a slice already done matches nothing, as in ``finish_slice``), drops
+    its receipt and adds its counts to the run's row only when the slice was marked
+    here. Built once per shape: its values are bound parameters, ``of_run``,
+    ``of_slice`` and ``now`` (not named like a column: the UPDATE would take a
+    parameter named ``run_id`` as a value to set), and the rows' ``results``.
+
+    The parts of one statement see the rows as they were when it began, not each
+    other's writes: the counts take the results stored here from the upsert's
+    RETURNING, and the slice's other results from the table (an ok result the
+    upsert left alone returns nothing and is counted there).
+    """
     slices, runs = Slice.__table__, Run.__table__  # type: ignore[attr-defined]
     results, receipts = Result.__table__, Receipt.__table__  # type: ignore[attr-defined]
     slice_id = bindparam("of_slice", type_=slices.c.id.type)
-    counts = (
-        select(
-            func.count().filter(results.c.ok.is_(True)).label("ok"),
-            func.count().filter(results.c.ok.is_(False)).label("failed"),
+    stored = select(results.c.ok).where(results.c.slice_id == slice_id)
+    saved = None
+    if saved_columns:
+        saved = (
+            _result_upsert("postgresql", saved_columns, "results")
+            .returning(results.c.item_id, results.c.ok)
+            .cte("saved")
         )
-        .where(results.c.slice_id == slice_id)
-        .cte("counts")
-    )
+        others = stored.where(results.c.item_id.not_in(select(saved.c.item_id)))
+        every = union_all(others, select(saved.c.ok)).subquery("every")
+        ok = every.c.ok
+    else:
+        every = stored.subquery("every")
+        ok = every.c.ok
+    counts = select(
+        func.count().filter(ok.is_(True)).label("ok"),
+        func.count().filter(ok.is_(False)).label("failed"),
+    ).cte("counts")
     marked = (
         update(slices)
         .where(slices.c.id == slice_id, slices.c.status.in_(OPEN_SLICE_STATES))
@@ -274,7 +303,7 @@ def _finish_statement() -> Any:
         .returning(receipts.c.slice_id)
         .cte("receipt")
     )
-    return (
+    statement = (
         update(runs)
         .where(
             runs.c.id == bindparam("of_run", type_=runs.c.id.type),
@@ -289,6 +318,7 @@ def _finish_statement() -> Any:
         .returning(runs.c.slices_done, runs.c.slice_count)
         .add_cte(receipt)
     )
+    return statement if saved is None else statement.add_cte(saved)
 
 
 def _slice_counts(session: Session, *, slice_id: int) -> tuple[int, int]:
@@ -423,6 +453,11 @@ def count_attempts(
     checks, so a cancel stops a slice before its next batch at no extra round trip.
     ``saving``: the previous batch's results, stored in the same step whatever the
     run's state (``save_results``); on PostgreSQL in the same statement, one round trip.
+
+    On PostgreSQL this is exactly one statement, whatever the arguments, and so is
+    ``finish_slice``: the worker runs each as its own transaction, without BEGIN
+    (``common.db.single_statements``). A second statement here would not be atomic
+    with the first there.
     """
     if not item_ids:
         save_results(session, rows=saving)

@@ -5,10 +5,12 @@ leaves whole batches behind and a redelivered slice only runs what is missing.
 
 Round trips per slice, whatever the size of its run: one transaction to claim the
 slice and screen its items, one per batch, one for the finalize check. A batch's
-transaction stores its results and counts the attempts of the next batch (on
-PostgreSQL in one statement), or, for the last, marks the slice done; so the next
-batch's items are counted before the engine sees them, as ``worker.attempts``
-requires, without a transaction of their own.
+transaction stores its results and counts the attempts of the next batch, or, for
+the last, marks the slice done; so the next batch's items are counted before the
+engine sees them, as ``worker.attempts`` requires, without a transaction of their
+own. On PostgreSQL each of these steps is one statement (``count_attempts``,
+``finish_slice``), run as its own transaction without BEGIN and COMMIT
+(``common.db.single_statements``): one round trip per batch.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from common.prompts import Prompt
 from common.queries import open_items
 from common.results import ResultRow
 from common.runconfig import RunConfig
-from common.store import begin_finalize, claim_slice, finish_slice, save_results
+from common.store import begin_finalize, claim_slice, finish_slice
 from worker.attempts import AttemptGuard, screen_items
 from worker.batching import iter_batches
 from worker.engines import Engine
@@ -146,10 +148,12 @@ def _run_items(
     batches = _groups(work, runtime, settings, set(prepared.runnable), lengths)
     step = next(batches, None)
     while True:
-        with session_scope(runtime.db) as session:
+        # Each step is one statement on PostgreSQL, its own transaction without BEGIN.
+        with session_scope(runtime.single_db) as session:
             if step is None:
-                save_results(session, rows=rows)
-                work.last_slice = finish_slice(session, run_id=work.run.id, slice_id=slice_id)
+                work.last_slice = finish_slice(
+                    session, run_id=work.run.id, slice_id=slice_id, saving=rows
+                )
                 return
             if not work.guard.begin(session, step[1], saving=rows):
                 return  # the run was cancelled: hand the engine nothing more

@@ -8,6 +8,7 @@ forks). The last model used stays loaded: a worker serving one model loads it on
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -18,7 +19,7 @@ from celery.signals import worker_process_init
 from sqlalchemy import Engine as Database
 from sqlmodel import Session, select
 
-from common.db import make_engine
+from common.db import make_engine, single_statements
 from common.models import Lane, Run
 from common.runconfig import RunConfig
 from common.settings import Settings, process_settings
@@ -52,6 +53,11 @@ class WorkerRuntime:
             db=make_engine(settings.sqlalchemy_url),
             memory=MemoryBudget(guard_tokens=settings.memory_guard_tokens),
         )
+
+    @functools.cached_property
+    def single_db(self) -> Database:
+        """``db`` for a slice's one-statement steps (``common.db.single_statements``)."""
+        return single_statements(self.db)
 
     def lane(self, session: Session, run: Run, index: int) -> tuple[Lane, RunConfig]:
         """The run's lane ``index`` and the run's config, read from SQL once per process:

@@ -38,7 +38,7 @@ from celery.signals import task_received, worker_init, worker_ready, worker_shut
 from sqlalchemy import Engine
 
 from common.constants import SLICE_TASK
-from common.db import make_engine, session_scope
+from common.db import make_engine, session_scope, single_statements
 from common.messages import SliceOrder
 from common.models import utcnow
 from common.reconcile import reconcile
@@ -98,6 +98,7 @@ class MainProcessDatabase:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._engine: Engine | None = None
+        self._single: Engine | None = None
 
     def engine(self, settings: Settings) -> Engine:
         with self._lock:
@@ -109,17 +110,19 @@ class MainProcessDatabase:
             return self._engine
 
     def single_statements(self, settings: Settings) -> Engine:
-        """The same engine, each statement committed on its own on a server database
-        (no BEGIN and COMMIT round trips around a one-statement write): for receipts."""
+        """The same engine for one-statement writes (``common.db.single_statements``):
+        for receipts. Made once (each call of ``execution_options`` makes a new one)."""
         engine = self.engine(settings)
-        if engine.dialect.name != "postgresql":
-            return engine
-        return engine.execution_options(isolation_level="AUTOCOMMIT")
+        with self._lock:
+            if self._single is None:
+                self._single = single_statements(engine)
+            return self._single
 
     def forget_in_child(self) -> None:
         if self._engine is not None:
             self._engine.dispose(close=False)
             self._engine = None
+        self._single = None
 
 
 _database = MainProcessDatabase()

@@ -19,10 +19,12 @@ valkey-server from the wheel + SQLite) and each size:
 ``--many-workers N`` adds a simulation of a fleet of N slow workers (each batch
 taking ``--delay`` seconds, ``--model delay=...``): throughput against the ideal
 (N workers x rows per batch / delay) and the database's peak connection count.
-``--one-item`` times a one-item ``fleet run`` of the demo model (embedded default,
-everything from the command to its exit, the median of ``--one-item-runs``), with
-the median time from the command's start to each phase: broker up, worker spawned,
-run enqueued, worker ready, model loaded, slice done, finalized, summary printed.
+``--one-item`` times a one-item ``fleet run`` (embedded default, everything from the
+command to its exit, the median of ``--one-item-runs``) of the ``echo`` engine (the
+fleet's own start-up) and of the demo model (``hf``: torch, transformers and the
+model load added), with the median time from the command's start to each phase:
+broker up, worker spawned, run enqueued, worker ready, model loaded, slice done,
+finalized, summary printed.
 ``--backends --sizes --one-item`` (both lists empty) runs only that part.
 
 Prints the figures and writes them as JSON (``--output``); never asserts.
@@ -215,6 +217,7 @@ def slice_figures(db: Engine, run_id: str) -> dict[str, Any]:
         assert run is not None
         items = run.item_count
         finished_at = run.finished_at
+    assert finished_at is not None  # the run completed
     times = [(end - start).total_seconds() for start, end in rows if start and end]
     tenth = max(1, len(times) // 10)
     first = statistics.median(times[:tenth])
@@ -314,14 +317,16 @@ ONE_ITEM_PHASES = (
     ("worker_spawned", "out", "started local0"),
     ("enqueued", "out", " slices"),
     ("worker_ready", "log", " ready."),
-    ("model_loaded", "log", "loaded hf model"),
+    ("model_loaded", "log", "loaded {engine} model"),
     ("slice_done", "log", "last slice done"),
     ("finalized", "log", "finalize done"),
     ("summary", "out", "results: "),
 )
 
 
-def one_item_run(command: list[str], env: dict[str, str], log: Path) -> dict[str, float]:
+def one_item_run(
+    command: list[str], env: dict[str, str], log: Path, engine: str
+) -> dict[str, float]:
     """Run ``command`` once; seconds from its start to each phase and to its exit."""
     log.unlink(missing_ok=True)
     started_wall, started = time.time(), time.perf_counter()
@@ -342,14 +347,16 @@ def one_item_run(command: list[str], env: dict[str, str], log: Path) -> dict[str
     for line in log.read_text().splitlines():
         stamp = line[1:24] if line.startswith("[") else ""
         for name, where, text in ONE_ITEM_PHASES:
-            if where == "log" and text in line and name not in seen:
+            if where == "log" and text.format(engine=engine) in line and name not in seen:
                 at = time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S"))
                 seen[name] = at + int(stamp[20:23]) / 1000 - started_wall
     return seen
 
 
-def measure_one_item(root: Path, runs: int = 5) -> dict[str, Any]:
-    """A one-item ``fleet run`` of the demo model on the embedded default, start to summary.
+def measure_one_item(root: Path, runs: int = 5, engine: str = "hf") -> dict[str, Any]:
+    """A one-item ``fleet run`` on the embedded default, start to summary: of the demo
+    model (``hf``: torch, transformers and the model load in the worker) or of the
+    ``echo`` engine (the fleet's own start-up alone).
 
     ``runs`` times; the median of each phase (seconds from the command's start) and of
     the whole, and every run's total.
@@ -357,14 +364,21 @@ def measure_one_item(root: Path, runs: int = 5) -> dict[str, Any]:
     state = root / "one-item-state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
     env["FLEET_STATE_DIR"] = str(state)
-    model = state / "demo-model"
-    timed([*FLEET, "demo-model", str(model)], env)
     inputs = root / "one.jsonl"
     inputs.write_text(json.dumps({"id": "one", "prompt": "Say hello."}) + "\n")
-    command = [*FLEET, "run", str(inputs), "--model", str(model), "--max-new-tokens", "8"]
-    phases = [one_item_run(command, env, state / "logs" / "local0.log") for _ in range(runs)]
+    if engine == "hf":
+        model = state / "demo-model"
+        if not model.exists():
+            timed([*FLEET, "demo-model", str(model)], env)
+        chosen = ["--model", str(model), "--max-new-tokens", "8"]
+    else:
+        chosen = ["--engine", engine, "--model", engine]
+    command = [*FLEET, "run", str(inputs), *chosen]
+    log = state / "logs" / "local0.log"
+    phases = [one_item_run(command, env, log, engine) for _ in range(runs)]
     names = [name for name, *_ in ONE_ITEM_PHASES] + ["exit"]
     return {
+        "engine": engine,
         "one_item_run_s": [round(seen["exit"], 2) for seen in phases],
         "one_item_run_median_s": round(statistics.median(seen["exit"] for seen in phases), 2),
         "one_item_phases_median_s": {
@@ -410,8 +424,10 @@ def main() -> None:
                     print(json.dumps(many), flush=True)
                     document.setdefault("many_workers", []).append(many)
         if args.one_item:
-            document["one_item"] = measure_one_item(root, args.one_item_runs)
-            print(json.dumps(document["one_item"]), flush=True)
+            for engine in ("echo", "hf"):
+                figures = measure_one_item(root, args.one_item_runs, engine)
+                print(json.dumps(figures), flush=True)
+                document.setdefault("one_item", []).append(figures)
     document["peak_rss_bench_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(document, indent=2))

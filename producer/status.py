@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -89,11 +89,11 @@ def watch(
     uses it to notice that its local workers died). The database is read every
     ``poll_s``, and ``QUICK_POLL_S`` after the run's status changed (the pause then
     doubles back to ``poll_s``): a run seen ``finalizing`` is seen ``completed`` a
-    moment after, not half a second after.
+    moment after, not half a second after; so with a bar and in plain lines alike.
     """
-    run_id, state = read_progress(db, run_ref)
+    run_id, first = read_progress(db, run_ref)
     if not console.is_terminal:
-        return _watch_plain(db, run_id, state, console=console, poll_s=poll_s, check=check)
+        return _watch_plain(db, run_id, first, console=console, poll_s=poll_s, check=check)
     columns = (
         TextColumn(f"[bold]{run_id}"),
         BarColumn(bar_width=20),
@@ -102,19 +102,37 @@ def watch(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    pause = min(QUICK_POLL_S, poll_s)
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("run", total=state.expected, detail=describe(state))
-        while True:
+        task = bar.add_task("run", total=first.expected, detail=describe(first))
+        for state in _states(db, run_id, first, console=console, poll_s=poll_s, check=check):
             bar.update(task, completed=state.done, total=state.expected, detail=describe(state))
-            if state.status in TERMINAL:
-                return state
-            if check is not None:
-                check()
-            time.sleep(pause)
-            seen = state.status
-            _, state = read_progress_patiently(db, run_id, console=console)
-            pause = min(QUICK_POLL_S, poll_s) if state.status != seen else min(poll_s, pause * 2)
+        return state
+
+
+def _states(
+    db: Engine,
+    run_id: str,
+    state: RunProgress,
+    *,
+    console: Console,
+    poll_s: float,
+    check: Callable[[], None] | None,
+) -> Iterator[RunProgress]:
+    """``state``, then the run's progress as read again, to a terminal state included.
+
+    Read every ``poll_s``, and ``QUICK_POLL_S`` after the status changed (the pause
+    then doubles back to ``poll_s``). ``check`` runs before every pause.
+    """
+    pause = min(QUICK_POLL_S, poll_s)
+    yield state
+    while state.status not in TERMINAL:
+        if check is not None:
+            check()
+        time.sleep(pause)
+        seen = state.status
+        _, state = read_progress_patiently(db, run_id, console=console)
+        pause = min(QUICK_POLL_S, poll_s) if state.status != seen else min(poll_s, pause * 2)
+        yield state
 
 
 #: Seconds between two progress lines when the output is no terminal (a log, a pipe).
@@ -133,7 +151,7 @@ def progress_line(run_id: str, state: RunProgress) -> str:
 def _watch_plain(
     db: Engine,
     run_id: str,
-    state: RunProgress,
+    first: RunProgress,
     *,
     console: Console,
     poll_s: float,
@@ -142,18 +160,13 @@ def _watch_plain(
 ) -> RunProgress:
     """Plain progress lines, one every ``every_s`` and one at the end, flushed as they go."""
     printed_at: float | None = None
-    while True:
+    for state in _states(db, run_id, first, console=console, poll_s=poll_s, check=check):
         now = time.monotonic()
         if state.status in TERMINAL or printed_at is None or now - printed_at >= every_s:
             console.print(progress_line(run_id, state), highlight=False, soft_wrap=True)
             console.file.flush()
             printed_at = now
-        if state.status in TERMINAL:
-            return state
-        if check is not None:
-            check()
-        time.sleep(poll_s)
-        _, state = read_progress_patiently(db, run_id, console=console)
+    return state
 
 
 def runs_table(db: Engine, *, limit: int = 20) -> Table:

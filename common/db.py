@@ -14,17 +14,30 @@ about 2N plus the producers, or PgBouncer in front (README, "Many workers").
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Integer, create_engine, event, inspect, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    create_engine,
+    delete,
+    event,
+    insert,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, SQLModel
 
-import common.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from common.models import SchemaMark  # (and registers every table on SQLModel.metadata)
 
 #: How long an SQLite writer waits for the lock before giving up, in milliseconds.
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -93,7 +106,11 @@ def _sqlite_engine(url: str, pool_args: dict[str, Any]) -> Engine:
 
 
 def create_tables(engine: Engine) -> None:
-    """Create the tables that do not exist yet; safe to call from many processes."""
+    """Create the tables that do not exist yet, and upgrade those an earlier version
+    made; safe to call from many processes. A database already marked with this
+    schema (``SchemaMark``) costs two reads."""
+    if _marked_current(engine):
+        return
     with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
             connection.execute(
@@ -101,6 +118,33 @@ def create_tables(engine: Engine) -> None:
             )
         SQLModel.metadata.create_all(connection)
         _upgrade(connection)
+        connection.execute(delete(SchemaMark))
+        connection.execute(insert(SchemaMark).values(id=1, fingerprint=schema_fingerprint()))
+
+
+@functools.cache
+def schema_fingerprint() -> str:
+    """A digest of every table's columns (name, type, nullability) and indexes, as
+    ``common.models`` declares them: it changes whenever ``_upgrade`` has work to do."""
+    shape = [
+        (
+            table.name,
+            sorted((column.name, str(column.type), column.nullable) for column in table.columns),
+            sorted(str(index.name) for index in table.indexes),
+            sorted(str(key.target_fullname) for key in table.foreign_keys),
+        )
+        for table in SQLModel.metadata.sorted_tables
+    ]
+    return hashlib.sha256(repr(shape).encode()).hexdigest()
+
+
+def _marked_current(engine: Engine) -> bool:
+    table = SchemaMark.__table__  # type: ignore[attr-defined]
+    with engine.connect() as connection:
+        if not inspect(connection).has_table(table.name):
+            return False
+        mark = connection.execute(select(table.c.fingerprint)).scalar_one_or_none()
+    return mark == schema_fingerprint()
 
 
 def _upgrade(connection: Connection) -> None:

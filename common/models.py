@@ -317,3 +317,16 @@ class ReconcileTurn(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=32)
     worker: str = Field(max_length=200)
     started_at: datetime
+
+
+class SchemaMark(SQLModel, table=True):
+    """The schema this database was last made or upgraded to: one row, a fingerprint
+    of every table's columns and indexes as ``common.models`` declares them.
+
+    Every process opens its database through ``common.db.make_engine``; a database
+    whose mark matches is not inspected table by table (about thirty statements, a
+    tenth of a second of a worker's first slice), only read once (``common.db``).
+    """
+
+    id: int = Field(default=1, primary_key=True)
+    fingerprint: str = Field(max_length=64)

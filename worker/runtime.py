@@ -89,8 +89,9 @@ class WorkerRuntime:
         """The engine for ``model``, loading it only when it is not the one in hand."""
         key = (name, model, dtype, attn_implementation, trust_remote_code)
         if self._engine is None or self._engine_key != key:
-            self._engine = None
-            gc.collect()
+            if self._engine is not None:
+                self._engine = None
+                gc.collect()  # the model in hand goes before the next one loads
             # What fitted in memory was learned for the model in hand, not for this one.
             self.memory = MemoryBudget(guard_tokens=self.memory.guard_tokens)
             self._engine = load_engine(
@@ -146,7 +147,8 @@ def current_runtime() -> WorkerRuntime:
 
 @worker_process_init.connect
 def _forget_parent_runtime(**_: object) -> None:
-    """A forked child must not share the parent's connections or model; preload in it.
+    """A forked child must not share the parent's connections or model: it makes its
+    own runtime (its database engine, the schema checked) and preloads in it.
 
     Preloading happens here, in the child after the fork, so the parent never
     initialises CUDA; Celery waits ``worker_proc_alive_timeout`` (set from
@@ -155,11 +157,20 @@ def _forget_parent_runtime(**_: object) -> None:
     """
     global _runtime
     _runtime = None
-    if not process_settings().preload_model:
+    try:
+        # Connected, the schema checked, before the first order arrives: a fleet of
+        # many workers starting at once does not pay for it in its first slices.
+        runtime = current_runtime()
+    except Exception:
+        # A pool process that cannot start is restarted for ever; the first slice
+        # tries again (a database still coming up) and its task retries.
+        log.warning("could not reach the database yet; the first slice will", exc_info=True)
+        return
+    if not runtime.settings.preload_model:
         return
     try:
-        current_runtime().preload()
+        runtime.preload()
     except Exception:
-        # A pool process that cannot start is restarted for ever; without the model in
-        # hand, the first slice loads it and records what is wrong on its items.
+        # Without the model in hand, the first slice loads it and records what is
+        # wrong on its items.
         log.exception("could not preload the model; the first slice will load it")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Column, Engine, Integer, event, inspect, text
 
-from common.db import create_tables, make_engine
+from common.db import create_tables, make_engine, schema_fingerprint
+from common.models import Result
 
 #: What an earlier version declared on the two tables a slice writes per item.
 EARLIER_REFERENCES = (("run_id", "run"), ("item_id", "item"), ("slice_id", "slice"))
@@ -32,6 +33,8 @@ def test_an_earlier_postgres_database_loses_the_checks_and_keeps_its_rows(
                         f'FOREIGN KEY ("{column}") REFERENCES "{target}" (id) NOT VALID'
                     )
                 )
+        # An earlier version left no mark of this schema.
+        connection.execute(text("DELETE FROM schemamark"))
         before = connection.execute(text('SELECT count(*) FROM "result"')).scalar_one()
     assert len(inspect(db).get_foreign_keys("result")) == 3
 
@@ -42,3 +45,29 @@ def test_an_earlier_postgres_database_loses_the_checks_and_keeps_its_rows(
     with db.begin() as connection:
         assert connection.execute(text('SELECT count(*) FROM "result"')).scalar_one() == before
     db.dispose()
+
+
+def test_a_database_marked_with_this_schema_is_not_inspected_again(db: Engine) -> None:
+    statements: list[str] = []
+    url = db.url.render_as_string(hide_password=False)
+    again = make_engine(url)  # the fixture's engine made and marked the schema
+    event.listen(again, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    create_tables(again)
+    again.dispose()
+    # Whether the mark's table is there, and the mark: no table inspected, none created.
+    read = [statement for statement in statements if not statement.startswith("BEGIN")]
+    assert len(read) == 2
+    assert "FROM schemamark" in read[1]
+
+
+def test_the_fingerprint_follows_the_declared_schema() -> None:
+    marked = schema_fingerprint()
+    column = Column("added_by_a_later_version", Integer)
+    Result.__table__.append_column(column)  # type: ignore[attr-defined]
+    schema_fingerprint.cache_clear()
+    try:
+        assert schema_fingerprint() != marked
+    finally:
+        Result.__table__._columns.remove(column)  # type: ignore[attr-defined]
+        schema_fingerprint.cache_clear()
+    assert schema_fingerprint() == marked

@@ -128,7 +128,9 @@ def test_report_opens_offline_and_shows_the_summary(tmp_path: Path) -> None:
             for cell in browser.find_elements(By.CSS_SELECTOR, "table.workers [data-results]")
         ]
         assert sum(per_worker) == overall["results"]
-        assert len(per_worker) == 2
+        # One row per worker that answered: of the two started, one may take every slice.
+        assert 1 <= len(per_worker) <= 2
+        assert all(count > 0 for count in per_worker)
         series = browser.find_elements(By.CSS_SELECTOR, "polyline.series")
         assert sum(int(line.get_attribute("data-total") or 0) for line in series) == 60
         assert (

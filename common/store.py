@@ -24,7 +24,6 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    literal_column,
     union_all,
     update,
 )
@@ -267,23 +266,15 @@ def _finish_statement(saved_columns: tuple[str, ...] = ()) -> Any:
     slices, runs = Slice.__table__, Run.__table__  # type: ignore[attr-defined]
     results, receipts = Result.__table__, Receipt.__table__  # type: ignore[attr-defined]
     slice_id = bindparam("of_slice", type_=slices.c.id.type)
-    stored = select(results.c.ok).where(results.c.slice_id == slice_id)
-    saved = None
-    if saved_columns:
-        saved = (
-            _result_upsert("postgresql", saved_columns, "results")
-            .returning(results.c.item_id, results.c.ok)
-            .cte("saved")
-        )
+    stored: Any = select(results.c.ok).where(results.c.slice_id == slice_id)
+    saved = _saved_results(saved_columns) if saved_columns else None
+    if saved is not None:
         others = stored.where(results.c.item_id.not_in(select(saved.c.item_id)))
-        every = union_all(others, select(saved.c.ok)).subquery("every")
-        ok = every.c.ok
-    else:
-        every = stored.subquery("every")
-        ok = every.c.ok
+        stored = union_all(others, select(saved.c.ok))
+    every = stored.subquery("every")
     counts = select(
-        func.count().filter(ok.is_(True)).label("ok"),
-        func.count().filter(ok.is_(False)).label("failed"),
+        func.count().filter(every.c.ok.is_(True)).label("ok"),
+        func.count().filter(every.c.ok.is_(False)).label("failed"),
     ).cte("counts")
     marked = (
         update(slices)
@@ -489,10 +480,15 @@ def count_attempts(
 def _results_then_attempts(results: tuple[str, ...], attempts: tuple[str, ...]) -> Any:
     """PostgreSQL: upsert results (a data-modifying CTE), then count attempts; the
     statement's row count is the attempts'."""
-    saved = (
-        _result_upsert("postgresql", results, "results").returning(literal_column("1")).cte("saved")
-    )
-    return _attempt_upsert("postgresql", attempts, "attempts").add_cte(saved)
+    return _attempt_upsert("postgresql", attempts, "attempts").add_cte(_saved_results(results))
+
+
+def _saved_results(columns: tuple[str, ...]) -> Any:
+    """PostgreSQL: the results' upsert (rows bound as ``results``) as a data-modifying
+    CTE, ``saved``, returning each row it stored: its item and whether it is ok."""
+    table = Result.__table__  # type: ignore[attr-defined]
+    upsert = _result_upsert("postgresql", columns, "results")
+    return upsert.returning(table.c.item_id, table.c.ok).cte("saved")
 
 
 @functools.cache

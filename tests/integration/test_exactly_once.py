@@ -134,6 +134,51 @@ def test_finishing_a_slice_twice_counts_it_once(db: Engine, tmp_path: Path) -> N
         assert finish_slice(session, run_id=run_id, slice_id=second.id) is True
 
 
+def test_finishing_with_the_last_results_counts_each_item_once(db: Engine, tmp_path: Path) -> None:
+    """The slice's last results stored by the finish itself (one statement on
+    PostgreSQL) are counted with those already stored, each item once: a failed one
+    answered now counts as ok, an ok one a late failure leaves alone stays ok."""
+    run_id = make_run(db, tmp_path, items=5, slice_size=5)
+    with session_scope(db) as session:
+        (piece,) = list(session.exec(select(Slice).where(Slice.run_id == run_id)))
+        items = list(session.exec(select(Item.id).where(Item.run_id == run_id).order_by(Item.seq)))
+
+    def row(item_id: int | None, ok: bool) -> ResultRow:
+        return ResultRow(
+            run_id=run_id, item_id=item_id or 0, lane_index=0, slice_id=piece.id, ok=ok
+        )
+
+    with session_scope(db) as session:
+        # Stored by earlier batches: item 0 failed, item 1 answered, item 2 failed.
+        save_results(
+            session, rows=[row(items[0], False), row(items[1], True), row(items[2], False)]
+        )
+    with session_scope(db) as session:
+        last = [
+            row(items[0], True),
+            row(items[1], False),
+            row(items[3], True),
+            row(items[4], False),
+        ]
+        assert finish_slice(session, run_id=run_id, slice_id=piece.id or 0, saving=last) is True
+    with session_scope(db) as session:
+        marked = session.get(Slice, piece.id)
+        run = session.get(Run, run_id)
+        of_run = select(Result.item_id, Result.ok).where(Result.run_id == run_id)
+        stored = {item_id: ok for item_id, ok in session.exec(of_run)}
+    assert stored == {
+        items[0]: True,
+        items[1]: True,
+        items[2]: False,
+        items[3]: True,
+        items[4]: False,
+    }
+    assert marked is not None
+    assert run is not None
+    assert (marked.status, marked.results_ok, marked.results_failed) == ("done", 3, 2)
+    assert (run.results_ok, run.results_failed, run.slices_done) == (3, 2, 1)
+
+
 def test_results_keep_values_json_cannot_hold(db: Engine, tmp_path: Path) -> None:
     run_id = make_run(db, tmp_path, items=4, slice_size=4)
     with session_scope(db) as session:

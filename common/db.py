@@ -25,6 +25,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Integer,
+    MetaData,
     create_engine,
     delete,
     event,
@@ -123,9 +124,11 @@ def create_tables(engine: Engine) -> None:
 
 
 @functools.cache
-def schema_fingerprint() -> str:
-    """A digest of every table's columns (name, type, nullability) and indexes, as
-    ``common.models`` declares them: it changes whenever ``_upgrade`` has work to do."""
+def schema_fingerprint(metadata: MetaData = SQLModel.metadata) -> str:
+    """A digest of every table's columns (name, type, nullability), indexes and foreign
+    keys, as ``common.models`` declares them (``metadata``): it changes whenever
+    ``_upgrade`` has work to do. Computed once per ``metadata``: the declared tables
+    do not change while a process runs."""
     shape = [
         (
             table.name,
@@ -133,7 +136,7 @@ def schema_fingerprint() -> str:
             sorted(str(index.name) for index in table.indexes),
             sorted(str(key.target_fullname) for key in table.foreign_keys),
         )
-        for table in SQLModel.metadata.sorted_tables
+        for table in metadata.sorted_tables
     ]
     return hashlib.sha256(repr(shape).encode()).hexdigest()
 

@@ -67,7 +67,7 @@ class Run:
         return read_progress(self._db, self.id)[1]
 
     def wait(
-        self, progress: bool = True, *, timeout_s: float | None = None, poll_s: float = 0.5
+        self, progress: bool = True, *, timeout_s: float | None = None, poll_s: float = 0.2
     ) -> Progress:
         """Until the run is completed, failed or cancelled; its last state.
 

@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 from pydantic import BaseModel
 
 from common.errors import ConfigError
@@ -23,6 +22,8 @@ def check_schema(schema: Any) -> dict[str, Any]:
     """``schema`` if it is a valid JSON Schema object; raises ValueError with the reason."""
     if not isinstance(schema, dict):
         raise ValueError(f"a JSON Schema must be an object, got {type(schema).__name__}")
+    import jsonschema  # here: `fleet run` and `enqueue` without a schema start without it
+
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.exceptions.SchemaError as error:

@@ -191,6 +191,10 @@ class LocalFleet:
         with naming_a_full_disk(settings.state_dir, then=resume):
             final = watch(self.db, run_id, console=self.console, check=check)
         self.end_idle_workers()
+        if self.broker is not None and self.local is not None and not self.local.alive():
+            # Nothing of ours needs the embedded server any more: it writes its file
+            # and exits while the results are written.
+            self.broker.stop_soon()
         out = output_dir or settings.state_dir / "runs" / run_id
         jsonl = out / "results.jsonl"
         summary = out / "summary.json"

@@ -241,6 +241,12 @@ class EmbeddedBroker:
             return f"  (log unreadable: {error})"
         return "\n".join(f"  {line}" for line in lines[-LOG_TAIL_LINES:])
 
+    def stop_soon(self) -> None:
+        """SIGTERM now, without waiting: the server writes its append-only file and
+        exits while the caller goes on; ``stop`` (on leaving the block) waits for it."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+
     def stop(self) -> None:
         """SIGTERM (the server writes its append-only file), SIGKILL if it lingers."""
         process, self._process = self._process, None

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import psycopg
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlmodel import select
 
@@ -68,16 +68,27 @@ def database_away(error: BaseException) -> bool:
     """
     seen: set[int] = set()
     current: BaseException | None = error
+    driver_errors = _driver_errors()
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, (OperationalError, DisconnectionError)):
             return True
         if isinstance(current, DBAPIError) and current.connection_invalidated:
             return True
-        if isinstance(current, (psycopg.OperationalError, sqlite3.OperationalError)):
+        if isinstance(current, driver_errors):
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    """The operational errors of the drivers this process loaded: psycopg is imported
+    by SQLAlchemy only for a PostgreSQL database (a worker on SQLite, the embedded
+    default, starts without it), and a driver never loaded raised nothing."""
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None:
+        return (sqlite3.OperationalError,)
+    return (sqlite3.OperationalError, psycopg.OperationalError)
 
 
 def settle_failure(

@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
-import jsonschema
-
 from common.errors import FleetError
 from common.results import MAX_ERROR_CHARS, ErrorKind
 from worker.inference import Outcome
@@ -76,6 +74,8 @@ def _string_end(text: str, start: int) -> int:
 
 def parse_output(text: str, schema: dict[str, Any]) -> Any:
     """The first JSON value in ``text`` that ``schema`` accepts; raises InvalidOutput."""
+    import jsonschema  # here: a worker whose runs have no schema starts without it
+
     validator = jsonschema.Draft202012Validator(schema)
     first_error: str | None = None
     for candidate in candidates(text):

@@ -149,3 +149,17 @@ def test_runs_started_together_never_clash(tmp_path: Path) -> None:
         assert document["run"]["status"] == "completed"
         assert document["statistics"]["overall"]["results_ok"] == 12
         assert not [pid for pid in valkey_servers(state_dir) if alive(pid)]
+
+
+def test_a_server_told_to_stop_soon_keeps_what_it_was_given(tmp_path: Path) -> None:
+    """``stop_soon`` (``fleet run`` once its workers are gone) signals the server and
+    returns; leaving the block waits for it: the server is gone, its lock released, and
+    what it held is in its append-only file for the next server on the folder."""
+    data = tmp_path / ".fleet" / "broker"
+    broker = EmbeddedBroker(data)
+    with broker as url:
+        redis.Redis.from_url(redis_client_url(url)).rpush("fleet", "order")
+        broker.stop_soon()
+    assert valkey_servers(tmp_path / ".fleet") == []
+    with EmbeddedBroker(data) as url:
+        assert redis.Redis.from_url(redis_client_url(url)).lrange("fleet", 0, -1) == [b"order"]

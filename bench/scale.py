@@ -14,7 +14,10 @@ valkey-server from the wheel + SQLite) and each size:
 - the median slice time over the first and the last 10% of slices, and their ratio
   (a ratio near 1 means a slice costs the same at the start and the end of a run);
 - finalize seconds (last slice done to ``completed``);
-- export seconds and peak RSS.
+- export seconds and peak RSS;
+- the workers' memory (RSS of each worker's main process and of its pool process,
+  sampled every second): the largest at the start of the run, at its end, and over it,
+  so that a worker that grows with the size of a run shows.
 
 ``--many-workers N`` adds a simulation of a fleet of N slow workers (each batch
 taking ``--delay`` seconds, ``--model delay=...``): throughput against the ideal
@@ -173,8 +176,73 @@ class ConnectionWatch:
                 self.peak = max(self.peak, int(row[0]) if row else 0)
 
 
+def rss_mib(pid: int) -> float | None:
+    """The resident memory of process ``pid`` (``/proc``), or None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def child_pids(pid: int) -> list[int]:
+    try:
+        return [
+            int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        ]
+    except OSError:
+        return []
+
+
+class WorkerMemory:
+    """Every second, the largest RSS among the workers' main processes and among their
+    pool processes; ``figures`` gives the first sample, the last and the peak of each."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> WorkerMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        main = [rss_mib(pid) for pid in self.pids]
+        pool = [rss_mib(child) for pid in self.pids for child in child_pids(pid)]
+        seen_main = [mib for mib in main if mib is not None]
+        seen_pool = [mib for mib in pool if mib is not None]
+        if seen_main and seen_pool:
+            self.samples.append((max(seen_main), max(seen_pool)))
+
+    def _watch(self) -> None:
+        self._sample()
+        while not self._stop.wait(1.0):
+            self._sample()
+        self._sample()
+
+    def figures(self) -> dict[str, Any]:
+        if not self.samples:
+            return {}
+        return {
+            f"worker_{kind}_rss_mib": {
+                "start": round(self.samples[0][index], 1),
+                "end": round(self.samples[-1][index], 1),
+                "peak": round(max(sample[index] for sample in self.samples), 1),
+            }
+            for index, kind in enumerate(("main", "pool"))
+        }
+
+
 @contextmanager
-def workers(backend: Backend, count: int, log_dir: Path) -> Iterator[None]:
+def workers(backend: Backend, count: int, log_dir: Path) -> Iterator[LocalWorkers]:
     env = {
         "FLEET_BROKER_URL": backend.broker_url,
         "FLEET_DATABASE_URL": backend.database_url,
@@ -182,12 +250,12 @@ def workers(backend: Backend, count: int, log_dir: Path) -> Iterator[None]:
         "OMP_NUM_THREADS": "1",
     }
     app = create_app(Settings(broker_url=backend.broker_url, database_url=backend.database_url))
-    with LocalWorkers(count, env=env, log_dir=log_dir, queues=["fleet"]):
+    with LocalWorkers(count, env=env, log_dir=log_dir, queues=["fleet"]) as pool:
         deadline = time.monotonic() + 60 + 10 * count
         while len(app.control.ping(timeout=1.0) or []) < count:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"workers did not come up; see {log_dir}")
-        yield
+        yield pool
 
 
 def wait_completed(db: Engine, run_id: str) -> None:
@@ -253,14 +321,15 @@ def latest_run(db: Engine) -> str:
     return run_id
 
 
-def measure_size(backend: Backend, root: Path, count: int) -> dict[str, Any]:
+def measure_size(backend: Backend, root: Path, count: int, pool: LocalWorkers) -> dict[str, Any]:
     inputs = write_inputs(root / f"items-{count}.jsonl", count)
     started = time.perf_counter()
     enqueue_s, enqueue_rss, _ = timed(
         [*FLEET, "enqueue", str(inputs), "--engine", "echo", "--model", "echo"], backend.env
     )
     run_id = latest_run(backend.db)
-    wait_completed(backend.db, run_id)
+    with WorkerMemory([process.pid for process in pool.processes]) as memory:
+        wait_completed(backend.db, run_id)
     end_to_end = time.perf_counter() - started
     figures = slice_figures(backend.db, run_id)
     export_s, export_rss, _ = timed(
@@ -279,6 +348,7 @@ def measure_size(backend: Backend, root: Path, count: int) -> dict[str, Any]:
         "export_s": round(export_s, 2),
         "export_peak_rss_mib": round(export_rss, 1),
         "status_s": round(status_s, 2),
+        **memory.figures(),
     }
 
 
@@ -411,9 +481,10 @@ def main() -> None:
             with (
                 postgres_backend() if name == "postgres" else embedded_backend(backend_root)
             ) as backend:
-                with workers(backend, args.workers, backend_root / "logs"):
+                with workers(backend, args.workers, backend_root / "logs") as pool:
                     for size in args.sizes:
-                        figures = {"backend": name, **measure_size(backend, backend_root, size)}
+                        measured = measure_size(backend, backend_root, size, pool)
+                        figures = {"backend": name, **measured}
                         print(json.dumps(figures), flush=True)
                         document["runs"].append(figures)
                 if args.many_workers:

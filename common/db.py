@@ -49,6 +49,12 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 #: retry (a slice task's backoff, the watcher's patience) gets fresh connections.
 _SERVER_POOL: dict[str, Any] = {"pool_size": 1, "max_overflow": 4}
 
+#: Seconds a new PostgreSQL connection may take (libpq's ``connect_timeout``) unless the
+#: URL sets its own: a server that accepts connections and never answers (overloaded,
+#: half up, a stuck proxy) fails the attempt, which is then retried like an outage,
+#: instead of holding a worker's pool process, or a command, for ever.
+CONNECT_TIMEOUT_S = 10
+
 #: Tables written per item whose references are not checked (``common.models``).
 _UNCHECKED_TABLES = ("result", "attempt")
 
@@ -72,10 +78,24 @@ def make_engine(url: str, *, pooled: bool = True, lazy_commits: bool = False) ->
     if make_url(url).get_backend_name() == "sqlite":
         engine = _sqlite_engine(url, {} if pooled else unpooled)
     else:
-        options = {"connect_args": {"options": "-c synchronous_commit=off"}} if lazy_commits else {}
-        engine = create_engine(url, **(_SERVER_POOL if pooled else unpooled), **options)
+        engine = create_engine(
+            url,
+            **(_SERVER_POOL if pooled else unpooled),
+            connect_args=_server_connect(url, lazy_commits),
+        )
     create_tables(engine)
     return engine
+
+
+def _server_connect(url: str, lazy_commits: bool) -> dict[str, Any]:
+    """psycopg's connection arguments: the connect timeout, and for ``lazy_commits``
+    commits that do not wait for the disk."""
+    connect: dict[str, Any] = {}
+    if "connect_timeout" not in make_url(url).query:
+        connect["connect_timeout"] = CONNECT_TIMEOUT_S
+    if lazy_commits:
+        connect["options"] = "-c synchronous_commit=off"
+    return connect
 
 
 def _sqlite_engine(url: str, pool_args: dict[str, Any]) -> Engine:

@@ -148,3 +148,31 @@ def test_enqueue_with_the_broker_away_stops_with_the_resume_command(
     wait_until(lambda: run_status(db, run.id) == "completed", "the resumed run to complete", 60)
     assert all(row.ok for row in assert_exactly_once(db, run.id, 10))
     db.dispose()
+
+
+def test_a_database_that_accepts_and_never_answers_fails_the_connection_in_time(
+    tmp_path: Path,
+) -> None:
+    """A server that takes the TCP connection and says nothing (overloaded, half up, a
+    stuck proxy) fails a new connection after ``CONNECT_TIMEOUT_S``, an outage the
+    callers retry, instead of holding a worker's pool process or a command for ever."""
+    import socket
+    import sys
+
+    with socket.create_server(("127.0.0.1", 0), backlog=8) as silent:  # never accepts
+        port = silent.getsockname()[1]
+        script = (
+            "from common.db import make_engine\n"
+            "from worker.failures import database_away\n"
+            "try:\n"
+            f"    make_engine('postgresql+psycopg://postgres@127.0.0.1:{port}/test')\n"
+            "except Exception as error:\n"
+            "    print('away' if database_away(error) else repr(error))\n"
+        )
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail("the connection to a silent server was still waiting after 120 s")
+    assert done.stdout.strip() == "away", done.stdout + done.stderr

@@ -121,43 +121,81 @@ def set_run_counts(
     )
 
 
-def claim_slice(
-    session: Session, *, run_id: str, slice_id: int, worker: str
-) -> tuple[Slice, Run] | None:
-    """Mark a slice as running on ``worker``: the slice and its run (read in the same
-    round trip); None when it owes nothing any more.
+def claim_slice(session: Session, *, run_id: str, slice_id: int, worker: str) -> Slice | None:
+    """Mark a slice as running on ``worker``, one claim more: the slice as claimed, or
+    None when it owes nothing any more (done, or its run no longer pending or running).
+    A pending run becomes running.
+
+    One statement (``_claim_statement``), a compare-and-set on the slice's row: on
+    PostgreSQL the run's change is a data-modifying CTE of it, so a worker runs it as
+    its own transaction, one round trip; SQLite changes the run after it, in the same
+    transaction.
 
     Raises ``ForeignWorkOrder`` (nothing written) when the slice is not ``run_id``'s:
     an order from a broker that outlived its database must not write one run's
     items as another run's results.
     """
-    # The slice (locked) and its run in one round trip.
-    found = session.exec(
-        select(Slice, Run)
-        .outerjoin(Run, col(Run.id) == col(Slice.run_id))
-        .where(col(Slice.id) == slice_id)
-        .with_for_update(of=Slice)
-    ).first()
-    if found is None or found[0].run_id != run_id:
-        raise ForeignWorkOrder(run_id, slice_id, found[0].run_id if found else None)
-    row, run = found
-    if row.status not in OPEN_SLICE_STATES:
-        return None
-    if run is None or run.status not in (RunStatus.pending, RunStatus.running):
-        return None
     now = utcnow()
-    row.status = SliceStatus.running
-    row.attempts += 1
-    row.worker = worker
-    row.started_at = now
-    if run.status == RunStatus.pending:
-        session.execute(
-            update(Run)
-            .where(col(Run.id) == run_id, col(Run.status) == RunStatus.pending.value)
-            .values(status=RunStatus.running.value, started_at=now)
+    dialect = session.get_bind().dialect.name
+    params = {"of_run": run_id, "of_slice": slice_id, "worker": worker, "now": now}
+    claimed = session.execute(_claim_statement(dialect), params).mappings().first()
+    if claimed is None:
+        owner = session.execute(select(Slice.run_id).where(col(Slice.id) == slice_id)).scalar()
+        if owner != run_id:
+            raise ForeignWorkOrder(run_id, slice_id, owner)
+        return None
+    if dialect != "postgresql":
+        session.execute(_run_started(), params)
+    return Slice(**claimed)
+
+
+@functools.cache
+def _claim_statement(dialect: str) -> Any:
+    """The slice set running on ``worker`` if it is open and its run pending or running,
+    returning the slice's row; on PostgreSQL with the run set running if pending.
+    Parameters: ``of_run``, ``of_slice``, ``worker``, ``now``."""
+    slices, runs = Slice.__table__, Run.__table__  # type: ignore[attr-defined]
+    live_run = exists().where(
+        runs.c.id == bindparam("of_run"),
+        runs.c.status.in_((RunStatus.pending.value, RunStatus.running.value)),
+    )
+    claim = (
+        update(slices)
+        .where(
+            slices.c.id == bindparam("of_slice", type_=slices.c.id.type),
+            slices.c.run_id == bindparam("of_run"),
+            slices.c.status.in_(OPEN_SLICE_STATES),
+            live_run,
         )
-    session.flush()
-    return row, run
+        .values(
+            status=SliceStatus.running.value,
+            attempts=slices.c.attempts + 1,
+            worker=bindparam("worker"),
+            started_at=bindparam("now"),
+        )
+        .returning(*slices.c)
+    )
+    if dialect != "postgresql":
+        return claim
+    # The parts of one statement see the rows as they were when it began: the run is
+    # changed only if the slice is open, the same condition the claim checks.
+    open_slice = exists().where(
+        slices.c.id == bindparam("of_slice", type_=slices.c.id.type),
+        slices.c.run_id == bindparam("of_run"),
+        slices.c.status.in_(OPEN_SLICE_STATES),
+    )
+    return claim.add_cte(_run_started().where(open_slice).cte("started"))
+
+
+@functools.cache
+def _run_started() -> Any:
+    """A pending run set running (``of_run``, ``now``)."""
+    runs = Run.__table__  # type: ignore[attr-defined]
+    return (
+        update(runs)
+        .where(runs.c.id == bindparam("of_run"), runs.c.status == RunStatus.pending.value)
+        .values(status=RunStatus.running.value, started_at=bindparam("now"))
+    )
 
 
 def save_results(session: Session, *, rows: Sequence[ResultRow]) -> None:

@@ -41,8 +41,10 @@ class WorkerRuntime:
     loads: int = 0
     #: What this process learned about the batches that fit in memory (OOM back-off).
     memory: MemoryBudget = field(default_factory=MemoryBudget)
-    #: Each (run, lane index)'s lane and run config, read once (``lane``).
-    _lanes: dict[tuple[str, int], tuple[Lane, RunConfig]] = field(default_factory=dict, repr=False)
+    #: Each (run, lane index)'s run, lane and run config, read once (``lane``).
+    _lanes: dict[tuple[str, int], tuple[Run, Lane, RunConfig]] = field(
+        default_factory=dict, repr=False
+    )
     _engine_key: tuple[object, ...] | None = field(default=None, repr=False)
     _engine: Engine | None = field(default=None, repr=False)
 
@@ -59,17 +61,21 @@ class WorkerRuntime:
         """``db`` for a slice's one-statement steps (``common.db.single_statements``)."""
         return single_statements(self.db)
 
-    def lane(self, session: Session, run: Run, index: int) -> tuple[Lane, RunConfig]:
-        """The run's lane ``index`` and the run's config, read from SQL once per process:
-        neither changes once the run is stored. Forgotten when too many runs pile up."""
-        key = (run.id, index)
+    def lane(self, session: Session, run_id: str, index: int) -> tuple[Run, Lane, RunConfig]:
+        """The run (as stored: its status is not kept up to date here), its lane
+        ``index`` and its config, read from SQL once per process: none of them changes
+        once the run is stored. Forgotten when too many runs pile up."""
+        key = (run_id, index)
         known = self._lanes.get(key)
         if known is None:
-            of_run = select(Lane).where(Lane.run_id == run.id, Lane.index == index)
-            lane = session.exec(of_run).one()
+            run, lane = session.exec(
+                select(Run, Lane).where(
+                    Lane.run_id == run_id, Lane.index == index, Run.id == Lane.run_id
+                )
+            ).one()
             if len(self._lanes) >= LANES_KEPT:
                 self._lanes.clear()
-            known = self._lanes[key] = (lane, RunConfig.model_validate(run.config))
+            known = self._lanes[key] = (run, lane, RunConfig.model_validate(run.config))
         return known
 
     @property

@@ -101,16 +101,17 @@ def _claim(runtime: WorkerRuntime, order: SliceOrder, worker: str) -> _Work | No
     """Claim the slice (one statement), then read what it must run, its exhausted items
     quarantined; a slice with nothing left to run is finished here.
 
-    Each step on the single-statement engine: the items never change, and the slice's
-    results and attempts are written only under the claim this worker now holds.
+    On the single-statement engine: on PostgreSQL each statement is its own
+    transaction (the items never change, and the slice's results and attempts are
+    written only under the claim this worker now holds); on SQLite, which has no
+    round trips to save, all of it is one transaction, one take of the write lock.
     """
     with session_scope(runtime.single_db) as session:
         slice_row = claim_slice(
             session, run_id=order.run_id, slice_id=order.slice_id, worker=worker
         )
-    if slice_row is None:
-        return None
-    with session_scope(runtime.single_db) as session:
+        if slice_row is None:
+            return None
         run, lane, config = runtime.lane(session, order.run_id, slice_row.lane_index)
         guard, items = screen_items(
             session,

@@ -7,6 +7,13 @@ import sys
 from pathlib import Path
 
 
+def printed_by(script: str) -> str:
+    """What ``script`` prints, run by a fresh interpreter (its own imports and collector)."""
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+
+
 def test_an_echo_worker_never_imports_torch_even_with_a_thread_limit(tmp_path: Path) -> None:
     """FLEET_TORCH_THREADS applies when an engine first needs torch, not at the first
     slice: importing torch costs an echo or openai worker seconds of a processor."""
@@ -19,9 +26,7 @@ def test_an_echo_worker_never_imports_torch_even_with_a_thread_limit(tmp_path: P
         "runtime.engine_for('echo', 'echo', 'auto')\n"
         "print('torch' in sys.modules)\n"
     )
-    shown = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    ).stdout
+    shown = printed_by(script)
     assert shown.strip() == "False"
 
 
@@ -36,9 +41,7 @@ def test_a_worker_on_sqlite_starts_without_the_modules_only_some_runs_need() -> 
         "import producer.enqueue, producer.runner\n"
         "print(sorted(name for name in ('psycopg', 'jsonschema') if name in sys.modules))\n"
     )
-    shown = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    ).stdout
+    shown = printed_by(script)
     assert shown.strip() == "[]"
 
 
@@ -63,7 +66,5 @@ def test_a_loaded_model_is_frozen_out_of_full_collections_until_it_is_replaced(
         "runtime.engine_for('echo', 'delay=0', 'auto')\n"
         "print(frozen > 0, gone() is None, gc.get_freeze_count() > 0)\n"
     )
-    shown = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    ).stdout
+    shown = printed_by(script)
     assert shown.split() == ["True", "True", "True"]

@@ -113,6 +113,10 @@ class WorkerRuntime:
             # What the process holds now (the engine's modules, the model) stays while
             # the model does: out of the collector's reach, a full collection does not
             # walk it again (0.2 s each in a process holding a small transformers model).
+            # The young generations are collected first (a few milliseconds; a full
+            # collection here takes 0.2-0.3 s): the load's own garbage cycles, a caught
+            # exception's frames say, are young. An older one stays until the next load.
+            gc.collect(1)
             gc.freeze()
             self.loads += 1
             self._post_state()

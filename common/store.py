@@ -155,18 +155,18 @@ def _claim_statement(dialect: str) -> Any:
     returning the slice's row; on PostgreSQL with the run set running if pending.
     Parameters: ``of_run``, ``of_slice``, ``worker``, ``now``."""
     slices, runs = Slice.__table__, Run.__table__  # type: ignore[attr-defined]
+    open_slice = (
+        slices.c.id == bindparam("of_slice", type_=slices.c.id.type),
+        slices.c.run_id == bindparam("of_run"),
+        slices.c.status.in_(OPEN_SLICE_STATES),
+    )
     live_run = exists().where(
         runs.c.id == bindparam("of_run"),
         runs.c.status.in_((RunStatus.pending.value, RunStatus.running.value)),
     )
     claim = (
         update(slices)
-        .where(
-            slices.c.id == bindparam("of_slice", type_=slices.c.id.type),
-            slices.c.run_id == bindparam("of_run"),
-            slices.c.status.in_(OPEN_SLICE_STATES),
-            live_run,
-        )
+        .where(*open_slice, live_run)
         .values(
             status=SliceStatus.running.value,
             attempts=slices.c.attempts + 1,
@@ -178,13 +178,9 @@ def _claim_statement(dialect: str) -> Any:
     if dialect != "postgresql":
         return claim
     # The parts of one statement see the rows as they were when it began: the run is
-    # changed only if the slice is open, the same condition the claim checks.
-    open_slice = exists().where(
-        slices.c.id == bindparam("of_slice", type_=slices.c.id.type),
-        slices.c.run_id == bindparam("of_run"),
-        slices.c.status.in_(OPEN_SLICE_STATES),
-    )
-    return claim.add_cte(_run_started().where(open_slice).cte("started"))
+    # changed only if the slice is open, the condition the claim checks too.
+    started = _run_started().where(exists().where(*open_slice)).cte("started")
+    return claim.add_cte(started)
 
 
 @functools.cache

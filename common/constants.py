@@ -32,3 +32,8 @@ DEFAULT_VIDEO_FRAMES = 8
 #: Engine names accepted by ``--engine``: ``hf`` (transformers), ``openai`` (any
 #: OpenAI-compatible server), ``echo`` (no model: for tests and demos).
 ENGINES = ("hf", "echo", "openai")
+
+#: Seconds between two reads of a run's progress while a watcher (``fleet run``'s
+#: progress, ``fleet.Run.wait``) follows it: a read costs the same at any size of run
+#: (the counts are kept on the run's row), and the end of a run is seen within this.
+WATCH_POLL_S = 0.2

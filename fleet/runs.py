@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common.constants import LATEST
+from common.constants import LATEST, WATCH_POLL_S
 from common.errors import FleetError
 from common.settings import Settings, load_settings
 
@@ -67,7 +67,7 @@ class Run:
         return read_progress(self._db, self.id)[1]
 
     def wait(
-        self, progress: bool = True, *, timeout_s: float | None = None, poll_s: float = 0.2
+        self, progress: bool = True, *, timeout_s: float | None = None, poll_s: float = WATCH_POLL_S
     ) -> Progress:
         """Until the run is completed, failed or cancelled; its last state.
 

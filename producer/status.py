@@ -25,6 +25,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from common.constants import WATCH_POLL_S
 from common.db import session_scope
 from common.models import RunStatus
 from common.queries import Progress as RunProgress
@@ -36,10 +37,6 @@ TERMINAL = (RunStatus.completed, RunStatus.failed, RunStatus.cancelled)
 #: How long a watcher keeps trying while the database is unreachable, in seconds.
 DATABASE_PATIENCE_S = 300.0
 
-#: Seconds between two reads of a run's progress while it goes on: a read costs the
-#: same at any size of run (the counts are kept on the run's row), and the end of a
-#: run is seen within this.
-POLL_S = 0.2
 #: Seconds between two reads of a run's progress right after it changed.
 QUICK_POLL_S = 0.05
 
@@ -84,7 +81,7 @@ def watch(
     run_ref: str,
     *,
     console: Console,
-    poll_s: float = POLL_S,
+    poll_s: float = WATCH_POLL_S,
     check: Callable[[], None] | None = None,
 ) -> RunProgress:
     """Show a progress bar until the run reaches a terminal state; returns that state.
